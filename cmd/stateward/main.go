@@ -1,0 +1,175 @@
+// Command stateward is the stateward daemon and its command-line client.
+// See README.md and docs/ for what each subcommand does.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Exit codes (§8).
+const (
+	exitOK       = 0
+	exitError    = 1
+	exitUsage    = 2
+	exitConflict = 3
+	exitRejected = 4
+	exitTimeout  = 5
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	m := &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+	os.Exit(m.Run(ctx, os.Args[1:]))
+}
+
+// Main is the program with its environment injected, so that tests run it
+// in-process.
+type Main struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+
+	// Self, if set, returns a command that runs this program with args
+	// (demo starts its watcher and agents with it); by default it is the
+	// running executable.
+	Self func(args ...string) *exec.Cmd
+}
+
+const usage = `stateward: many agents, one shared JSON state, no locks.
+
+Usage:
+  stateward watch  --dir DIR [--log-level LEVEL] [--log-format text|json]
+  stateward submit --dir DIR --agent NAME --file DOC [--if-version N] [--id ID]
+                   [--merge] [--wait] [--timeout DURATION] [PATCH]
+  stateward read   --dir DIR DOC
+  stateward status --dir DIR [--json]
+  stateward replay --dir DIR (--verify | --out DIR2)
+  stateward demo   [--agents N] [--tasks N] [--dir DIR]
+
+DIR may also be given as STATEWARD_DIR. Run "stateward COMMAND --help" for
+the flags of a command.
+`
+
+// Run runs one subcommand and returns the process exit code.
+func (m *Main) Run(ctx context.Context, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(m.Stderr, usage)
+		return exitUsage
+	}
+	cmds := map[string]func(context.Context, []string) int{
+		"watch":      m.watch,
+		"submit":     m.submit,
+		"read":       m.read,
+		"status":     m.status,
+		"replay":     m.replay,
+		"demo":       m.demo,
+		"demo-agent": m.demoAgent,
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(m.Stdout, usage)
+		return exitOK
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(m.Stderr, "stateward: unknown command %q\n\n%s", args[0], usage)
+		return exitUsage
+	}
+	return cmd(ctx, args[1:])
+}
+
+// flagSet returns a FlagSet for a subcommand that reports to stderr.
+func (m *Main) flagSet(name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(m.Stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: stateward %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// errHelp is returned by parse when --help was asked for.
+var errHelp = flag.ErrHelp
+
+// parse parses flags that may come before or after the positional
+// arguments, which it returns.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// usageExit returns the exit code for a parse error.
+func usageExit(err error) int {
+	if errors.Is(err, errHelp) {
+		return exitOK
+	}
+	return exitUsage
+}
+
+// stateDir returns --dir, or STATEWARD_DIR.
+func (m *Main) stateDir(dir string) (string, error) {
+	if dir == "" {
+		dir = m.Getenv("STATEWARD_DIR")
+	}
+	if dir == "" {
+		return "", errors.New("no state directory: give --dir DIR or set STATEWARD_DIR")
+	}
+	return dir, nil
+}
+
+// usageErr prints a usage error and returns its exit code.
+func (m *Main) usageErr(cmd string, format string, args ...any) int {
+	fmt.Fprintf(m.Stderr, "stateward %s: %s\n", cmd, fmt.Sprintf(format, args...))
+	fmt.Fprintf(m.Stderr, "Run \"stateward %s --help\" for usage.\n", cmd)
+	return exitUsage
+}
+
+// fail prints an error and returns exitError.
+func (m *Main) fail(cmd string, err error) int {
+	fmt.Fprintf(m.Stderr, "stateward %s: %v\n", cmd, err)
+	return exitError
+}
+
+// optUint is a flag holding an optional integer >= 0.
+type optUint struct {
+	set bool
+	v   uint64
+}
+
+func (o *optUint) String() string {
+	if o == nil || !o.set {
+		return ""
+	}
+	return strconv.FormatUint(o.v, 10)
+}
+
+func (o *optUint) Set(s string) error {
+	v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return fmt.Errorf("must be an integer >= 0")
+	}
+	o.set, o.v = true, v
+	return nil
+}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/stateward/stateward/replay"
+)
+
+func (m *Main) status(ctx context.Context, args []string) int {
+	fs := m.flagSet("status", "status --dir DIR [--json]")
+	dir := fs.String("dir", "", "state directory (or STATEWARD_DIR)")
+	asJSON := fs.Bool("json", false, "print one JSON object, for scripts")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return usageExit(err)
+	}
+	d, err := m.stateDir(*dir)
+	if err != nil {
+		return m.usageErr("status", "%v", err)
+	}
+	if len(pos) > 0 {
+		return m.usageErr("status", "unexpected argument %q", pos[0])
+	}
+	st, err := replay.ReadStatus(d)
+	if err != nil {
+		return m.fail("status", err)
+	}
+	if *asJSON {
+		out, err := json.Marshal(st)
+		if err != nil {
+			return m.fail("status", err)
+		}
+		fmt.Fprintf(m.Stdout, "%s\n", out)
+		return exitOK
+	}
+	fmt.Fprintf(m.Stdout, "state directory %s\nwatcher %s, last commit %d (batch %d)\n\n", st.Dir, st.Watcher, st.Commit, st.Batch)
+	tw := tabwriter.NewWriter(m.Stdout, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "DOCUMENT\tVERSION\tSIZE\tSTATE")
+	for _, ds := range st.Docs {
+		size := "-"
+		if ds.Exists {
+			size = fmt.Sprint(ds.Size)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", ds.File, ds.Version, size, ds.State)
+	}
+	tw.Flush()
+	fmt.Fprintln(m.Stdout)
+	tw = tabwriter.NewWriter(m.Stdout, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "AGENT\tLAST SEQ\tBACKLOG\tTORN TAIL\tLAST ERROR")
+	for _, as := range st.Agents {
+		torn := "-"
+		if as.TornTail > 0 {
+			torn = fmt.Sprintf("%d bytes", as.TornTail)
+		}
+		last := as.LastError
+		if last == "" {
+			last = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", as.Agent, as.Seq, as.Backlog, torn, last)
+	}
+	tw.Flush()
+	return exitOK
+}

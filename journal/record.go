@@ -1,0 +1,275 @@
+package journal
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Statuses of a Result (§5).
+const (
+	StatusApplied  = "applied"
+	StatusConflict = "conflict"
+	StatusRejected = "rejected"
+)
+
+// DefaultMaxLine is the longest intent line, newline included, that the
+// watcher accepts (§4). Longer lines are rejected.
+const DefaultMaxLine = 1 << 20
+
+// MaxIDLen is the longest idempotency key, in bytes (§4).
+const MaxIDLen = 128
+
+var (
+	// ErrBadName is returned for an agent or document name that §3 forbids.
+	ErrBadName = errors.New("journal: bad name")
+	// ErrBadRecord is returned for an intent line that does not follow §4.
+	ErrBadRecord = errors.New("journal: bad record")
+)
+
+var (
+	docNameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.json$`)
+	agentNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+)
+
+// ValidDocName reports whether name is a document name allowed by §3.
+func ValidDocName(name string) bool {
+	return docNameRE.MatchString(name) && !strings.Contains(name, "..")
+}
+
+// ValidAgentName reports whether name is an agent name allowed by §3.
+func ValidAgentName(name string) bool {
+	return agentNameRE.MatchString(name) && !strings.Contains(name, "..")
+}
+
+// CheckDocName returns an error wrapping ErrBadName if name is not a valid
+// document name.
+func CheckDocName(name string) error {
+	if !ValidDocName(name) {
+		return fmt.Errorf("%w: document %q must match %s and contain no \"..\"", ErrBadName, name, docNameRE)
+	}
+	return nil
+}
+
+// CheckAgentName returns an error wrapping ErrBadName if name is not a valid
+// agent name.
+func CheckAgentName(name string) error {
+	if !ValidAgentName(name) {
+		return fmt.Errorf("%w: agent %q must match %s and contain no \"..\"", ErrBadName, name, agentNameRE)
+	}
+	return nil
+}
+
+// Intent is one record of an agent's journal (§4, format v1).
+//
+// Exactly one of Patch and Merge is set. A merge patch of JSON null is kept
+// as the four bytes "null", so that it is told apart from an absent field.
+type Intent struct {
+	Seq       uint64          `json:"seq"`
+	File      string          `json:"file"`
+	Patch     json.RawMessage `json:"patch,omitempty"`
+	Merge     json.RawMessage `json:"merge,omitempty"`
+	IfVersion *uint64         `json:"if_version,omitempty"`
+	ID        string          `json:"id,omitempty"`
+	Time      string          `json:"time,omitempty"`
+}
+
+// MarshalLine returns the intent as one journal line, ending in "\n".
+// It validates the intent first: a line the watcher would reject is never
+// written by this package.
+func (in Intent) MarshalLine() ([]byte, error) {
+	if err := in.Validate(); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(in); err != nil { // Encode compacts raw fields and adds "\n"
+		return nil, fmt.Errorf("%w: encode: %v", ErrBadRecord, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Validate checks the fields of an intent against §4.
+func (in Intent) Validate() error {
+	if in.Seq < 1 {
+		return fmt.Errorf("%w: seq must be an integer >= 1", ErrBadRecord)
+	}
+	if err := CheckDocName(in.File); err != nil {
+		return fmt.Errorf("%w: file: %w", ErrBadRecord, err)
+	}
+	if (len(in.Patch) == 0) == (len(in.Merge) == 0) {
+		return fmt.Errorf("%w: exactly one of patch and merge is required", ErrBadRecord)
+	}
+	if len(in.Patch) > 0 {
+		if p := bytes.TrimSpace(in.Patch); len(p) == 0 || p[0] != '[' {
+			return fmt.Errorf("%w: patch must be a JSON array of operations", ErrBadRecord)
+		}
+		if !json.Valid(in.Patch) {
+			return fmt.Errorf("%w: patch is not valid JSON", ErrBadRecord)
+		}
+	}
+	if len(in.Merge) > 0 && !json.Valid(in.Merge) {
+		return fmt.Errorf("%w: merge is not valid JSON", ErrBadRecord)
+	}
+	if len(in.ID) > MaxIDLen {
+		return fmt.Errorf("%w: id is %d bytes, longer than %d", ErrBadRecord, len(in.ID), MaxIDLen)
+	}
+	if in.Time != "" {
+		if _, err := time.Parse(time.RFC3339Nano, in.Time); err != nil {
+			return fmt.Errorf("%w: time %q is not RFC 3339", ErrBadRecord, in.Time)
+		}
+	}
+	return nil
+}
+
+// rawIntent is the loose shape of a line, decoded field by field so that each
+// error can name its field.
+type rawIntent struct {
+	Seq       json.RawMessage `json:"seq"`
+	File      json.RawMessage `json:"file"`
+	Patch     json.RawMessage `json:"patch"`
+	Merge     json.RawMessage `json:"merge"`
+	IfVersion json.RawMessage `json:"if_version"`
+	ID        json.RawMessage `json:"id"`
+	Time      json.RawMessage `json:"time"`
+}
+
+// ParseIntent decodes one journal line (with or without its "\n").
+//
+// The returned seq is the record's seq whenever it could be read, even when
+// err is not nil, so that a rejection can still be addressed to it; it is 0
+// when the line has no readable seq. Errors wrap ErrBadRecord and name the
+// field at fault.
+func ParseIntent(line []byte) (in Intent, seq uint64, err error) {
+	line = bytes.TrimRight(line, "\n")
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	var raw rawIntent
+	if err := json.Unmarshal(line, &raw); err != nil {
+		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) {
+			return Intent{}, 0, fmt.Errorf("%w: a record must be a JSON object", ErrBadRecord)
+		}
+		return Intent{}, 0, fmt.Errorf("%w: not valid JSON: %v", ErrBadRecord, err)
+	}
+	if raw.Seq == nil {
+		return Intent{}, 0, fmt.Errorf("%w: missing seq", ErrBadRecord)
+	}
+	s, err := parseUint("seq", raw.Seq)
+	if err != nil {
+		return Intent{}, 0, err
+	}
+	if s < 1 {
+		return Intent{}, 0, fmt.Errorf("%w: seq must be >= 1", ErrBadRecord)
+	}
+	in.Seq = s
+	if raw.File == nil {
+		return in, s, fmt.Errorf("%w: missing file", ErrBadRecord)
+	}
+	if err := json.Unmarshal(raw.File, &in.File); err != nil {
+		return in, s, fmt.Errorf("%w: file must be a string", ErrBadRecord)
+	}
+	if raw.ID != nil {
+		if err := json.Unmarshal(raw.ID, &in.ID); err != nil {
+			return in, s, fmt.Errorf("%w: id must be a string", ErrBadRecord)
+		}
+	}
+	if raw.Time != nil {
+		if err := json.Unmarshal(raw.Time, &in.Time); err != nil {
+			return in, s, fmt.Errorf("%w: time must be a string", ErrBadRecord)
+		}
+	}
+	if raw.IfVersion != nil {
+		v, err := parseUint("if_version", raw.IfVersion)
+		if err != nil {
+			return in, s, err
+		}
+		in.IfVersion = &v
+	}
+	in.Patch, in.Merge = raw.Patch, raw.Merge
+	if err := in.Validate(); err != nil {
+		return in, s, err
+	}
+	return in, s, nil
+}
+
+// parseUint reads a JSON integer >= 0 written without fraction or exponent.
+func parseUint(field string, raw json.RawMessage) (uint64, error) {
+	v, err := strconv.ParseUint(string(bytes.TrimSpace(raw)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s must be an integer >= 0, got %.40s", ErrBadRecord, field, raw)
+	}
+	return v, nil
+}
+
+// Result is one record of an agent's results (§5).
+//
+// Seq is 0 (and omitted) only for a rejected line that had no readable seq;
+// such a result carries Segment and Offset instead.
+type Result struct {
+	Seq     uint64 `json:"seq,omitempty"`
+	ID      string `json:"id,omitempty"`
+	File    string `json:"file,omitempty"`
+	Status  string `json:"status"`
+	Version uint64 `json:"version"`
+	Commit  uint64 `json:"commit"`
+	Error   string `json:"error,omitempty"`
+	Retry   bool   `json:"retry,omitempty"`
+	Segment string `json:"segment,omitempty"`
+	Offset  *int64 `json:"offset,omitempty"`
+}
+
+// AppendLine appends r as one JSON line ending in "\n". The encoding is
+// deterministic: the same Result always gives the same bytes, which recovery
+// relies on to finish a results file without writing a line twice.
+func (r Result) AppendLine(dst []byte) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(r); err != nil {
+		panic(fmt.Sprintf("journal: encode result: %v", err)) // only strings and integers: cannot fail
+	}
+	return append(dst, buf.Bytes()...)
+}
+
+// ParseResult decodes one results line.
+func ParseResult(line []byte) (Result, error) {
+	var r Result
+	if err := json.Unmarshal(line, &r); err != nil {
+		return Result{}, fmt.Errorf("%w: result: %v", ErrBadRecord, err)
+	}
+	if r.Status == "" {
+		return Result{}, fmt.Errorf("%w: result without status", ErrBadRecord)
+	}
+	return r, nil
+}
+
+// SegmentName returns the file name of a segment whose first record has seq
+// (§3): 20 decimal digits and ".jsonl".
+func SegmentName(seq uint64) string {
+	return fmt.Sprintf("%020d.jsonl", seq)
+}
+
+// ParseSegmentName returns the first seq of a segment file name, and false
+// if name is not a segment name.
+func ParseSegmentName(name string) (uint64, bool) {
+	digits, ok := strings.CutSuffix(name, ".jsonl")
+	if !ok || len(digits) != 20 {
+		return 0, false
+	}
+	for i := 0; i < len(digits); i++ {
+		if digits[i] < '0' || digits[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return n, true
+}

@@ -1,0 +1,191 @@
+package journal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Poll intervals of Results.Wait: with fsnotify events the poll is only a
+// safety net; without them (inotify unavailable, NFS) it is the only signal.
+const (
+	DefaultSafetyPoll   = time.Second
+	DefaultFallbackPoll = 20 * time.Millisecond
+)
+
+// Results follows one agent's results folder, results/<agent>/ under a state
+// directory, and hands out results by seq. It is not safe for concurrent use.
+type Results struct {
+	dir, agent, path string
+
+	w      *fsnotify.Watcher // nil when inotify is unavailable
+	poll   time.Duration
+	seg    uint64 // current segment (first seq), 0 before the first scan
+	off    int64  // offset in it of the next unread line
+	floor  uint64 // lowest seq kept; results below it are dropped
+	found  map[uint64]Result
+	inited bool
+}
+
+// OpenResults returns a follower of agent's results in the state directory
+// dir. The folder need not exist yet: the watcher creates it.
+func OpenResults(dir, agent string) (*Results, error) {
+	if err := CheckAgentName(agent); err != nil {
+		return nil, err
+	}
+	r := &Results{
+		dir:   dir,
+		agent: agent,
+		path:  filepath.Join(dir, "results", agent),
+		found: make(map[uint64]Result),
+		poll:  DefaultFallbackPoll,
+	}
+	if w, err := fsnotify.NewWatcher(); err == nil {
+		r.w = w
+		r.poll = DefaultSafetyPoll
+		r.addWatch()
+	}
+	return r, nil
+}
+
+// addWatch watches the results folder, or its parent until it exists.
+func (r *Results) addWatch() {
+	if r.w == nil || r.inited {
+		return
+	}
+	if err := r.w.Add(r.path); err == nil {
+		r.inited = true
+		return
+	}
+	_ = r.w.Add(filepath.Join(r.dir, "results")) // may not exist yet either: then we poll
+}
+
+// Close stops following.
+func (r *Results) Close() error {
+	if r.w != nil {
+		return r.w.Close()
+	}
+	return nil
+}
+
+// Wait returns the result for seq, waiting for it until ctx is done. It
+// returns the first result written for seq (the original, not a copy answering
+// a retry).
+func (r *Results) Wait(ctx context.Context, seq uint64) (Result, error) {
+	if seq == 0 {
+		return Result{}, fmt.Errorf("%w: seq must be >= 1", ErrBadRecord)
+	}
+	if r.seg == 0 || seq < r.floor {
+		r.seg, r.off, r.floor = 0, 0, seq
+		clear(r.found)
+	}
+	tick := time.NewTicker(r.poll)
+	defer tick.Stop()
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	if r.w != nil {
+		events, errs = r.w.Events, r.w.Errors
+	}
+	for {
+		if err := r.scan(); err != nil {
+			return Result{}, err
+		}
+		if res, ok := r.found[seq]; ok {
+			delete(r.found, seq)
+			return res, nil
+		}
+		select {
+		case <-ctx.Done():
+			return Result{}, fmt.Errorf("wait for result of seq %d: %w", seq, ctx.Err())
+		case <-events:
+			r.addWatch()
+		case <-errs: // an overflow or error: the next scan reads the files anyway
+		case <-tick.C:
+			r.addWatch()
+		}
+	}
+}
+
+// scan reads every complete result line past the current position.
+func (r *Results) scan() error {
+	segs, err := ListSegments(r.path)
+	if err != nil || len(segs) == 0 {
+		return err
+	}
+	if r.seg == 0 {
+		// Start at the newest segment that begins at or before floor.
+		r.seg = segs[0]
+		for _, s := range segs {
+			if s <= r.floor {
+				r.seg = s
+			}
+		}
+		r.off = 0
+	}
+	for i, s := range segs {
+		if s < r.seg {
+			continue
+		}
+		if s > r.seg {
+			r.seg, r.off = s, 0
+		}
+		if err := r.readSegment(); err != nil {
+			return err
+		}
+		if i == len(segs)-1 {
+			break
+		}
+	}
+	return nil
+}
+
+func (r *Results) readSegment() error {
+	p := filepath.Join(r.path, SegmentName(r.seg))
+	f, err := os.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // compacted away under us: the next listing moves on
+	}
+	if err != nil {
+		return fmt.Errorf("open results %s: %w", p, err)
+	}
+	defer f.Close()
+	if _, err := f.Seek(r.off, io.SeekStart); err != nil {
+		return fmt.Errorf("seek results %s: %w", p, err)
+	}
+	rd := NewReader(f, r.off)
+	rd.MaxLine = 1<<63 - 1
+	for {
+		rec, err := rd.Next()
+		if err != nil {
+			r.off = rd.Offset()
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil
+			}
+			return fmt.Errorf("read results %s: %w", p, err)
+		}
+		res, err := ParseResult(rec.Line)
+		if err != nil || res.Seq < r.floor {
+			continue
+		}
+		if _, dup := r.found[res.Seq]; !dup {
+			r.found[res.Seq] = res
+		}
+	}
+}
+
+// WaitResult waits for the result of seq in agent's results under dir. For
+// many waits, keep one Results open instead.
+func WaitResult(ctx context.Context, dir, agent string, seq uint64) (Result, error) {
+	r, err := OpenResults(dir, agent)
+	if err != nil {
+		return Result{}, err
+	}
+	defer r.Close()
+	return r.Wait(ctx, seq)
+}

@@ -1,0 +1,162 @@
+package replay
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/stateward/stateward/journal"
+)
+
+// Status is what `stateward status` shows: read from the files, without
+// taking the lock, so it works while a watcher runs.
+type Status struct {
+	Dir     string        `json:"dir"`
+	Watcher string        `json:"watcher"` // "running (pid N)" or "stopped"
+	Commit  uint64        `json:"commit"`
+	Batch   uint64        `json:"batch"`
+	Docs    []DocStatus   `json:"docs"`
+	Agents  []AgentStatus `json:"agents"`
+}
+
+// DocStatus is one document in Status.
+type DocStatus struct {
+	File    string `json:"file"`
+	Version uint64 `json:"version"`
+	Exists  bool   `json:"exists"`
+	Size    int64  `json:"size"`
+	State   string `json:"state"` // "ok", or what is wrong
+}
+
+// AgentStatus is one agent in Status.
+type AgentStatus struct {
+	Agent     string `json:"agent"`
+	Seq       uint64 `json:"seq"`        // last processed seq
+	Backlog   int    `json:"backlog"`    // complete lines not yet processed
+	TornTail  int64  `json:"torn_tail"`  // bytes of an unfinished last line
+	LastError string `json:"last_error"` // last rejection, since the watcher started
+}
+
+// ReadStatus gathers the Status of the state directory dir.
+func ReadStatus(dir string) (*Status, error) {
+	st := &Status{Dir: dir, Watcher: "stopped"}
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("state directory %s: not a directory", dir)
+	}
+	if _, err := os.Stat(filepath.Join(dir, privateDir)); err == nil {
+		if lk, err := TryLock(dir); err == nil {
+			lk.Unlock()
+		} else if errors.Is(err, ErrLocked) {
+			st.Watcher = "running"
+			if b, err := os.ReadFile(filepath.Join(dir, lockName)); err == nil {
+				st.Watcher = fmt.Sprintf("running (pid %s)", bytes.TrimSpace(b))
+			}
+		}
+	}
+	var vf versionsFile
+	data, err := os.ReadFile(filepath.Join(dir, journal.VersionsPath))
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(data, &vf); err != nil {
+			return nil, fmt.Errorf("parse %s: %w", journal.VersionsPath, err)
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("read %s: %w", journal.VersionsPath, err)
+	}
+	st.Commit, st.Batch = vf.Commit, vf.Batch
+	for name, dv := range vf.Docs {
+		ds := DocStatus{File: name, Version: dv.Version, Exists: dv.Exists, State: "ok"}
+		if dv.Broken != "" {
+			ds.State = "unusable: " + dv.Broken
+		}
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		switch {
+		case err == nil:
+			ds.Size = int64(len(b))
+			if dv.Broken == "" && (!dv.Exists || journal.Hash(b) != dv.SHA256) {
+				ds.State = "changed outside stateward (the watcher adopts it as a new version)"
+			}
+		case errors.Is(err, os.ErrNotExist):
+			if dv.Exists {
+				ds.State = "deleted outside stateward"
+			}
+		default:
+			ds.State = "unreadable: " + err.Error()
+		}
+		st.Docs = append(st.Docs, ds)
+	}
+	slices.SortFunc(st.Docs, func(a, b DocStatus) int { return strings.Compare(a.File, b.File) })
+
+	ents, err := os.ReadDir(filepath.Join(dir, "journal"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("list journals: %w", err)
+	}
+	for _, e := range ents {
+		if !e.IsDir() || !journal.ValidAgentName(e.Name()) {
+			continue
+		}
+		as := AgentStatus{Agent: e.Name()}
+		pos := vf.Agents[e.Name()]
+		as.Seq, as.LastError = pos.Seq, pos.LastError
+		seg, _ := journal.ParseSegmentName(pos.Segment)
+		as.Backlog, as.TornTail, err = backlog(filepath.Join(dir, "journal", e.Name()), seg, pos.Offset)
+		if err != nil {
+			return nil, err
+		}
+		st.Agents = append(st.Agents, as)
+	}
+	return st, nil
+}
+
+// backlog counts the complete lines of a journal after position (seg, off)
+// and the bytes of an unfinished last line.
+func backlog(folder string, seg uint64, off int64) (int, int64, error) {
+	segs, err := journal.ListSegments(folder)
+	if err != nil {
+		return 0, 0, err
+	}
+	n, torn := 0, int64(0)
+	for _, s := range segs {
+		if s < seg {
+			continue
+		}
+		start := int64(0)
+		if s == seg {
+			start = off
+		}
+		f, err := os.Open(filepath.Join(folder, journal.SegmentName(s)))
+		if err != nil {
+			return 0, 0, fmt.Errorf("open journal segment: %w", err)
+		}
+		if _, err := f.Seek(start, io.SeekStart); err != nil {
+			f.Close()
+			return 0, 0, err
+		}
+		buf := make([]byte, 64<<10)
+		var tail int64
+		for {
+			k, err := f.Read(buf)
+			for _, c := range buf[:k] {
+				tail++
+				if c == '\n' {
+					n++
+					tail = 0
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		f.Close()
+		torn = tail
+	}
+	return n, torn, nil
+}

@@ -1,0 +1,172 @@
+package replay
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+
+	"github.com/stateward/stateward/journal"
+)
+
+// VerifyReport is what Verify found.
+type VerifyReport struct {
+	Batches  int      // commit records replayed
+	Intents  int      // entries replayed
+	Checked  int      // journal lines compared with the log's copy
+	Docs     []string // documents rebuilt
+	Problems []string // differences; empty when the directory is consistent
+}
+
+// Verify rebuilds every document of the state directory dir from an empty
+// start, deciding each logged journal line again with the same state
+// machine the watcher runs, and compares: each decision with the logged
+// result, each logged intent with the journal line it came from (while that
+// segment exists), each batch's documents with the logged hashes, and the
+// final documents with the files on disk, byte for byte. If out is not
+// empty, the rebuilt documents are written there.
+//
+// It takes the directory's lock for its duration, so it fails with an error
+// wrapping ErrLocked while a watcher runs.
+func Verify(dir, out string) (*VerifyReport, error) {
+	lk, err := TryLock(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
+	recs, _, _, err := readLog(dir)
+	if err != nil {
+		return nil, err
+	}
+	rep := &VerifyReport{Batches: len(recs)}
+	problem := func(format string, args ...any) {
+		if len(rep.Problems) < 100 {
+			rep.Problems = append(rep.Problems, fmt.Sprintf(format, args...))
+		}
+	}
+	m := newMachine(DefaultRetainResults)
+	jr := &journalLines{dir: dir}
+	defer jr.close()
+	for _, rec := range recs {
+		for _, ad := range rec.Adopt {
+			if err := m.adopt(ad); err != nil {
+				problem("batch %d: adoption of %s: %v", rec.Batch, ad.File, err)
+			}
+		}
+		for i, e := range rec.Entries {
+			rep.Intents++
+			var got entry
+			if e.Intent != nil {
+				got = m.decide(e.Agent, e.Segment, e.Offset, e.Intent, nil)
+				if line, ok := jr.line(e.Agent, e.Segment, e.Offset); ok {
+					rep.Checked++
+					if !bytes.Equal(trimLine(line), e.Intent) {
+						problem("batch %d entry %d: journal %s segment %s offset %d differs from the logged intent", rec.Batch, i, e.Agent, journal.SegmentName(e.Segment), e.Offset)
+					}
+				}
+			} else {
+				got = m.decide(e.Agent, e.Segment, e.Offset, nil, errors.New(e.Result.Error))
+			}
+			if !reflect.DeepEqual(got.Result, e.Result) {
+				problem("batch %d entry %d (agent %s): logged %s, replay decides %s", rec.Batch, i, e.Agent, e.Result.AppendLine(nil), got.Result.AppendLine(nil))
+			}
+		}
+		if m.commit != rec.Commit {
+			problem("batch %d: logged last commit %d, replay reaches %d", rec.Batch, rec.Commit, m.commit)
+		}
+		for name, dr := range rec.Docs {
+			d := m.doc(name)
+			if d.dirty {
+				d.data = d.doc.AppendJSON(nil)
+				d.hash = journal.Hash(d.data)
+				d.dirty = false
+			}
+			if d.version != dr.Version || d.hash != dr.SHA256 {
+				problem("batch %d: %s logged as version %d sha256 %.12s, replay gives version %d sha256 %.12s", rec.Batch, name, dr.Version, dr.SHA256, d.version, d.hash)
+			}
+		}
+	}
+	names := make([]string, 0, len(m.docs))
+	for name := range m.docs {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		d := m.docs[name]
+		if d.dirty { // a change the log never committed: cannot happen
+			problem("%s: changed by an entry but missing from its batch's documents", name)
+			continue
+		}
+		rep.Docs = append(rep.Docs, name)
+		disk, err := os.ReadFile(filepath.Join(dir, name))
+		exists := err == nil
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			problem("%s: %v", name, err)
+			continue
+		}
+		switch {
+		case d.broken != "":
+			// The log says the file was unusable; it is not rebuilt.
+		case exists != d.doc.Exists():
+			problem("%s: exists on disk: %v, after replay: %v (if the watcher crashed, start it once to recover)", name, exists, d.doc.Exists())
+		case exists && !bytes.Equal(disk, d.data):
+			problem("%s: differs from the replayed version %d (disk sha256 %.12s, replay %.12s); if the watcher crashed, start it once to recover", name, d.version, journal.Hash(disk), journal.Hash(d.data))
+		}
+		if out != "" && d.doc.Exists() && d.broken == "" {
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				return rep, fmt.Errorf("create %s: %w", out, err)
+			}
+			if err := os.WriteFile(filepath.Join(out, name), d.data, 0o644); err != nil {
+				return rep, fmt.Errorf("write %s: %w", filepath.Join(out, name), err)
+			}
+		}
+	}
+	return rep, nil
+}
+
+// journalLines reads single lines of journals by position, keeping the
+// current segment open.
+type journalLines struct {
+	dir   string
+	path  string
+	f     *os.File
+	fsize int64
+}
+
+func (j *journalLines) line(agent string, seg uint64, off int64) ([]byte, bool) {
+	p := filepath.Join(j.dir, "journal", agent, journal.SegmentName(seg))
+	if p != j.path {
+		j.close()
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, false
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, false
+		}
+		j.path, j.f, j.fsize = p, f, fi.Size()
+	}
+	if off >= j.fsize {
+		return nil, false
+	}
+	rd := journal.NewReader(io.NewSectionReader(j.f, off, j.fsize-off), off)
+	rd.MaxLine = 1<<63 - 1
+	rec, err := rd.Next()
+	if err != nil {
+		return nil, false
+	}
+	return rec.Line, true
+}
+
+func (j *journalLines) close() {
+	if j.f != nil {
+		j.f.Close()
+	}
+	j.path, j.f = "", nil
+}
