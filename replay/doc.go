@@ -1,0 +1,106 @@
+// Package replay is the only writer of a stateward state directory's shared
+// JSON documents. It reads the agents' journals, decides each intent with a
+// deterministic state machine, and commits each batch durably; after a crash
+// the same code finishes what the crash interrupted ("recovery is not a
+// mode": Open recovers, then Step runs, both live and after a crash).
+//
+// It is not a public API: agents use package journal. The watcher package
+// drives an Applier; `stateward replay --verify` calls Verify.
+//
+// # Usage
+//
+//	a := replay.NewApplier(dir, logger.Named("replay"))
+//	if err := a.Open(); err != nil { ... } // lock, recover
+//	defer a.Close()
+//	for {
+//		n, err := a.Step(ctx) // one batch; n journal lines processed
+//		if err != nil { ... } // errors.Is(err, replay.ErrFailed): restart
+//		...
+//	}
+//
+// # Files
+//
+//	DIR/<name>.json                      documents (replaced by rename)
+//	DIR/results/<agent>/<N>.jsonl        results, one line per processed line
+//	DIR/.stateward/lock                  flock, holder's pid (G6)
+//	DIR/.stateward/commits/<B>.log       the commit log, from batch B
+//	DIR/.stateward/versions.json         versions and hashes, for readers
+//
+// The commit log has one line per batch:
+//
+//	+----------+---+-----------------------------------------+----+
+//	| crc32c   | " "| JSON commit record                     | \n |
+//	| 8 hex    |   | batch, commit, adopt[], entries[],      |    |
+//	|          |   | docs{}, journals{}, results{}, synced   |    |
+//	+----------+---+-----------------------------------------+----+
+//
+// Each entry holds the agent, the journal position of the line, the intent
+// itself (when it parsed) and the exact result. docs holds each changed
+// document's new version and SHA-256 and the SHA-256 it had before; journals
+// the new read positions; results where each agent's result lines of the
+// batch start; synced the last batch whose results are fsynced. A torn last
+// line (no "\n", or a bad checksum with nothing valid after it) is a batch
+// that never committed and is cut; damage followed by valid records is
+// ErrCorruptLog and recovery stops.
+//
+// # The commit path
+//
+// Step reads what is ready (each agent's complete lines in seq order, agents
+// interleaved, at most MaxAgentBatch lines each), decides every line in
+// memory against the parsed documents, then:
+//
+//  1. fsyncs the journal segments the batch read and any adopted document
+//     (an agent may not have finished its own fsync; a line the log
+//     depends on must not vanish after a power loss);
+//  2. appends the commit record and fsyncs the log;
+//  3. writes each changed document, encoded once for the batch: temp file
+//     in DIR, fsync, rename (natefinch/atomic), then one fsync of DIR;
+//  4. replaces versions.json (not fsynced: recovery rewrites it);
+//  5. appends each agent's result lines (fsynced every
+//     ResultsSyncInterval; recovery re-derives them from the log).
+//
+// A result appears only after its document is durable and versions.json
+// names its version, so an agent that reads the file after its result sees
+// its own write. Any failed write or fsync stops the Applier (ErrFailed):
+// it acknowledges nothing more, and the process must restart and recover.
+//
+// # Crash windows and how recovery closes them
+//
+// Recovery reads the whole commit log, folds it into the machine's
+// bookkeeping (positions, versions, retained results), then compares the
+// files with it:
+//
+//	W1 before the commit record is durable (steps 1-2): the batch never
+//	   happened. Nothing was acknowledged; positions come from the previous
+//	   record, so its lines are read and decided again.
+//	W2 a torn commit record: cut (see above); same as W1. An intact record
+//	   that may not have reached the disk is fsynced before it is acted on.
+//	W3 after the record, before or during the document writes: each
+//	   document whose bytes hash to the record's "prev" is redone from the
+//	   record's intents; the result must hash to the record's new SHA-256
+//	   (else ErrDiverged). A document already at the new hash is kept.
+//	   Temporary files of the interrupted write are removed.
+//	W4 after the renames, before the directory fsync: a power loss may undo
+//	   renames; the document is back at "prev" and W3 redoes it.
+//	W5 before or while writing versions.json: recovery rewrites it.
+//	W6 during the results appends, or before their fsync: for every batch
+//	   after the last "synced" one, each agent's result bytes are compared
+//	   with what the record says they are; a missing or damaged tail is
+//	   rewritten from the record, and bytes already right are never written
+//	   again, so no result line appears twice and none changes (G4).
+//	W7 an external edit adopted by a batch: its bytes are fsynced before the
+//	   record (step 1), and the record carries them, so the adoption is
+//	   replayable.
+//
+// A document that differs from the log in any other way was changed by
+// someone else after the last commit: the first Step adopts it as a new
+// version, logged, and never overwrites it silently (§6).
+//
+// # Determinism
+//
+// Verify replays the whole log from empty documents through the same
+// machine and checks every decision, every batch's document hashes, the
+// journal lines the log copied, and the final bytes on disk (G3). The
+// document encoding is deterministic: object keys sorted, two-space
+// indentation, numbers kept as written, one "\n" at the end.
+package replay

@@ -1,0 +1,945 @@
+package replay
+
+// This file is the patch engine: documents held in memory, RFC 6902 JSON
+// Patch with the inc extension (DESIGN §6), RFC 7396 merge patches, and the
+// undo log that makes each Apply atomic without copying the document.
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/big"
+	"strconv"
+	"strings"
+)
+
+// ErrInvalidJSON is wrapped by the errors of text that is not one valid JSON
+// value (or that has a duplicate object key or invalid UTF-8).
+var ErrInvalidJSON = errors.New("replay: invalid JSON")
+
+// ErrInvalidPatch is wrapped by the errors of a patch that is malformed or
+// cannot be applied to the document (other than a failed test).
+var ErrInvalidPatch = errors.New("replay: invalid patch")
+
+// ErrTestFailed is wrapped by the error of a patch whose test operation
+// failed: the value differs or the path does not exist.
+var ErrTestFailed = errors.New("replay: test failed")
+
+// Doc is a parsed JSON document held in memory. The zero Doc is a document
+// that does not exist. A Doc is not safe for concurrent use.
+type Doc struct {
+	root   value
+	exists bool
+
+	// undo is the undo log of the Apply in progress, kept between calls to
+	// reuse its memory; it is empty outside Apply.
+	undo []undoEntry
+	// copied counts the values the copy ops of the Apply in progress have
+	// copied, against maxCopyValues.
+	copied int
+}
+
+// maxCopyValues bounds the values (scalars, arrays and objects) the copy
+// operations of one patch may copy. Without a bound, a patch that copies the
+// document into itself n times would grow it 2^n-fold; with it, a patch
+// costs memory in proportion to its size plus this bound.
+const maxCopyValues = 1 << 20
+
+// ParseDoc parses data, one JSON value with optional surrounding whitespace.
+// Numbers are kept exactly as written. Text that is not valid JSON, and
+// objects with a duplicate key or strings with invalid UTF-8, give an error
+// wrapping ErrInvalidJSON with the byte offset. As in encoding/json, a \u
+// escape of a lone UTF-16 surrogate reads as U+FFFD.
+//
+// The document's strings are substrings of one copy of data, so parsing
+// costs about one allocation per array and object.
+func ParseDoc(data []byte) (*Doc, error) {
+	v, err := parse(string(data), false)
+	if err != nil {
+		return nil, err
+	}
+	return &Doc{root: v, exists: true}, nil
+}
+
+// Exists reports whether the document exists.
+func (d *Doc) Exists() bool { return d.exists }
+
+// Clone returns a deep copy of d.
+func (d *Doc) Clone() *Doc {
+	return &Doc{root: deepCopy(d.root), exists: d.exists}
+}
+
+// Data returns the document as the values encoding/json decodes into an any
+// with UseNumber: map[string]any, []any, json.Number, string, bool and nil.
+// A document that does not exist returns nil.
+func (d *Doc) Data() any {
+	if !d.exists {
+		return nil
+	}
+	return toAny(d.root)
+}
+
+// The operations of a patch.
+const (
+	opAdd     = "add"
+	opRemove  = "remove"
+	opReplace = "replace"
+	opMove    = "move"
+	opCopy    = "copy"
+	opTest    = "test"
+	opInc     = "inc"
+)
+
+// Op is one decoded patch operation. DecodePatch returns valid ones; an Op
+// built by hand is validated by Apply.
+type Op struct {
+	Kind  string // add, remove, replace, move, copy, test or inc
+	Path  string // JSON Pointer (RFC 6901)
+	From  string // JSON Pointer, for move and copy
+	Value value  // for add, replace, test and inc (a number); see ParseValue
+
+	// Set by DecodePatch, so that Apply need not parse them again.
+	decoded    bool
+	path, from []string // reference tokens of Path and From
+	depth      int      // nesting depth of Value
+}
+
+// DecodePatch decodes raw, an RFC 6902 JSON Patch: an array of operations,
+// each an object with "op" and its members. Besides the six operations of
+// RFC 6902 it accepts {"op":"inc","path":P,"value":N}, which adds the number
+// N to the number at P, or creates P as N if P is missing from an object.
+// Members an operation does not use are ignored. Errors wrap ErrInvalidPatch
+// and name the operation's index and the member at fault.
+func DecodePatch(raw []byte) ([]Op, error) {
+	// The ops' strings are substrings of one copy of raw; Apply copies what
+	// it puts into the document (detachCopy), so the document never pins it.
+	v, err := parse(string(raw), false)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPatch, err)
+	}
+	if v.kind != kindArray {
+		return nil, fmt.Errorf("%w: patch is %s, want an array of operations", ErrInvalidPatch, article(v.kind))
+	}
+	ops := make([]Op, len(v.arr.elems))
+	for i, e := range v.arr.elems {
+		if e.kind != kindObject {
+			return nil, fmt.Errorf("%w: op %d: operation is %s, want an object", ErrInvalidPatch, i, article(e.kind))
+		}
+		op, err := decodeOp(e.obj)
+		if err != nil {
+			return nil, fmt.Errorf("%w: op %d: %w", ErrInvalidPatch, i, err)
+		}
+		ops[i] = op
+	}
+	return ops, nil
+}
+
+// decodeOp decodes one operation object.
+func decodeOp(o *object) (Op, error) {
+	str := func(name string) (string, bool, error) {
+		i, ok := o.find(name)
+		if !ok {
+			return "", false, nil
+		}
+		if v := o.members[i].val; v.kind != kindString {
+			return "", true, fmt.Errorf("%q is %s, want a string", name, article(v.kind))
+		}
+		return o.members[i].val.str, true, nil
+	}
+	var op Op
+	kind, ok, err := str("op")
+	if err != nil {
+		return Op{}, err
+	}
+	if !ok {
+		return Op{}, errors.New(`missing "op"`)
+	}
+	if op.Kind, ok = knownOp(kind); !ok {
+		return Op{}, fmt.Errorf("unknown op %q", kind)
+	}
+	if op.Path, ok, err = str("path"); err != nil {
+		return Op{}, err
+	} else if !ok {
+		return Op{}, errors.New(`missing "path"`)
+	}
+	if kind == opMove || kind == opCopy {
+		if op.From, ok, err = str("from"); err != nil {
+			return Op{}, err
+		} else if !ok {
+			return Op{}, errors.New(`missing "from"`)
+		}
+	}
+	if usesValue(kind) {
+		i, ok := o.find("value")
+		if !ok {
+			return Op{}, errors.New(`missing "value"`)
+		}
+		op.Value = o.members[i].val
+	}
+	if err := op.prepare(); err != nil {
+		return Op{}, err
+	}
+	return op, nil
+}
+
+// opNames are the operations of a patch.
+var opNames = [...]string{opAdd, opRemove, opReplace, opMove, opCopy, opTest, opInc}
+
+// knownOp returns the operation named kind, as a constant (which does not
+// keep a patch's text alive), and whether there is one.
+func knownOp(kind string) (string, bool) {
+	for _, k := range opNames {
+		if kind == k {
+			return k, true
+		}
+	}
+	return "", false
+}
+
+func usesValue(kind string) bool {
+	return kind == opAdd || kind == opReplace || kind == opTest || kind == opInc
+}
+
+// prepare validates op and parses its pointers.
+func (op *Op) prepare() error {
+	if _, ok := knownOp(op.Kind); !ok {
+		return fmt.Errorf("unknown op %q", op.Kind)
+	}
+	var err error
+	if op.path, err = parsePointer(op.Path); err != nil {
+		return fmt.Errorf(`invalid "path" %q: %w`, op.Path, err)
+	}
+	if op.Kind == opMove || op.Kind == opCopy {
+		if op.from, err = parsePointer(op.From); err != nil {
+			return fmt.Errorf(`invalid "from" %q: %w`, op.From, err)
+		}
+	}
+	if usesValue(op.Kind) {
+		if op.Value.kind == kindAbsent {
+			return errors.New(`missing "value"`)
+		}
+		if op.Kind == opInc && op.Value.kind != kindNumber {
+			return fmt.Errorf(`"value" of inc is %s, want a number`, article(op.Value.kind))
+		}
+		op.depth = depthOf(op.Value)
+	}
+	op.decoded = true
+	return nil
+}
+
+// article returns the kind's name with an indefinite article.
+func article(k kind) string {
+	switch k {
+	case kindArray, kindObject, kindAbsent:
+		return "an " + k.String()
+	case kindNull:
+		return "null"
+	}
+	return "a " + k.String()
+}
+
+// parsePointer parses an RFC 6901 JSON Pointer into its reference tokens,
+// unescaped. The empty pointer (the whole document) has no tokens.
+func parsePointer(s string) ([]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	if s[0] != '/' {
+		return nil, errors.New("does not start with /")
+	}
+	toks := make([]string, 0, strings.Count(s, "/"))
+	rest := s[1:]
+	for {
+		tok, next, more := strings.Cut(rest, "/")
+		if strings.IndexByte(tok, '~') >= 0 {
+			var err error
+			if tok, err = unescapeToken(tok); err != nil {
+				return nil, err
+			}
+		}
+		toks = append(toks, tok)
+		if !more {
+			return toks, nil
+		}
+		rest = next
+	}
+}
+
+// unescapeToken decodes ~0 and ~1 in a reference token.
+func unescapeToken(tok string) (string, error) {
+	var b strings.Builder
+	b.Grow(len(tok))
+	for i := 0; i < len(tok); i++ {
+		c := tok[i]
+		if c != '~' {
+			b.WriteByte(c)
+			continue
+		}
+		if i+1 >= len(tok) || (tok[i+1] != '0' && tok[i+1] != '1') {
+			return "", fmt.Errorf("invalid escape in token %q: ~ must be followed by 0 or 1", tok)
+		}
+		if tok[i+1] == '0' {
+			b.WriteByte('~')
+		} else {
+			b.WriteByte('/')
+		}
+		i++
+	}
+	return b.String(), nil
+}
+
+// arrayIndex parses an array index token: canonical decimal, without sign
+// or leading zeros. An index too large for any array is returned as
+// math.MaxInt.
+func arrayIndex(tok string) (int, bool) {
+	if tok == "" || (tok[0] == '0' && len(tok) > 1) {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(tok); i++ {
+		c := tok[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if n > (math.MaxInt-9)/10 {
+			n = math.MaxInt
+			continue
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
+}
+
+// undoKind says how an undoEntry reverts a change to an array or object.
+type undoKind uint8
+
+const (
+	undoObjectSet    undoKind = iota // restore obj.members[idx].val to old
+	undoObjectInsert                 // remove obj.members[idx]
+	undoObjectRemove                 // insert {key, old} at obj.members[idx]
+	undoArraySet                     // restore arr.elems[idx] to old
+	undoArrayInsert                  // remove arr.elems[idx]
+	undoArrayRemove                  // insert old at arr.elems[idx]
+)
+
+// undoEntry reverts one change. Entries are undone in reverse order, so the
+// indexes they hold are valid when they are undone.
+type undoEntry struct {
+	kind undoKind
+	obj  *object
+	arr  *array
+	idx  int
+	key  string
+	old  value
+}
+
+// rollback undoes the changes in the undo log, newest first.
+func (d *Doc) rollback() {
+	for i := len(d.undo) - 1; i >= 0; i-- {
+		u := &d.undo[i]
+		switch u.kind {
+		case undoObjectSet:
+			u.obj.members[u.idx].val = u.old
+		case undoObjectInsert:
+			u.obj.removeAt(u.idx)
+		case undoObjectRemove:
+			u.obj.insertAt(u.idx, member{key: u.key, val: u.old})
+		case undoArraySet:
+			u.arr.elems[u.idx] = u.old
+		case undoArrayInsert:
+			u.arr.removeAt(u.idx)
+		case undoArrayRemove:
+			u.arr.insertAt(u.idx, u.old)
+		}
+	}
+}
+
+// Apply applies ops to the document atomically: all of them or, on error,
+// none, leaving the document exactly as it was. A test operation that fails
+// (the value differs or the path does not exist) gives an error wrapping
+// ErrTestFailed. Every other failure wraps ErrInvalidPatch and names the
+// operation, e.g. "op 2 (replace /tasks/7/status): path not found".
+//
+// On a document that does not exist, only add at the path "" (which creates
+// it) and test (which fails) apply. Remove at "" is an error: a patch does
+// not delete a document.
+//
+// Apply changes the document in place and logs how to undo each change, so
+// its cost is that of the operations, not of the document. Values are
+// copied from the ops, which can be applied again.
+func (d *Doc) Apply(ops []Op) error {
+	root, exists := d.root, d.exists
+	d.copied = 0
+	for i := range ops {
+		if err := d.apply(&ops[i], i); err != nil {
+			d.rollback()
+			d.root, d.exists = root, exists
+			clear(d.undo)
+			d.undo = d.undo[:0]
+			return err
+		}
+	}
+	clear(d.undo) // drop references to replaced values
+	d.undo = d.undo[:0]
+	return nil
+}
+
+// opError is the failure of an operation.
+type opError struct {
+	sentinel error  // ErrInvalidPatch or ErrTestFailed
+	msg      string // what went wrong
+}
+
+func failf(format string, args ...any) *opError {
+	return &opError{sentinel: ErrInvalidPatch, msg: fmt.Sprintf(format, args...)}
+}
+
+var (
+	errNotFound  = &opError{sentinel: ErrInvalidPatch, msg: "path not found"}
+	errNoDoc     = &opError{sentinel: ErrInvalidPatch, msg: "document does not exist"}
+	errTooDeep   = &opError{sentinel: ErrInvalidPatch, msg: fmt.Sprintf("document would be nested deeper than %d", maxDepth)}
+	errTestValue = &opError{sentinel: ErrTestFailed, msg: "value differs"}
+
+	errTooMuchCopy = &opError{sentinel: ErrInvalidPatch, msg: fmt.Sprintf("patch copies more than %d values", maxCopyValues)}
+)
+
+// describe returns the operation as error messages name it.
+func (op *Op) describe() string {
+	p := func(s string) string {
+		if s == "" {
+			return `""`
+		}
+		return s
+	}
+	if op.Kind == opMove || op.Kind == opCopy {
+		return fmt.Sprintf("%s %s from %s", op.Kind, p(op.Path), p(op.From))
+	}
+	return op.Kind + " " + p(op.Path)
+}
+
+// apply applies op, the i-th of its patch.
+func (d *Doc) apply(op *Op, i int) error {
+	if !op.decoded {
+		// Built by hand: validate a copy, leaving the caller's Op as it is.
+		c := *op
+		if err := c.prepare(); err != nil {
+			return fmt.Errorf("%w: op %d (%s): %w", ErrInvalidPatch, i, op.describe(), err)
+		}
+		op = &c
+	}
+	if e := d.applyOp(op); e != nil {
+		if op.Kind == opTest && e.sentinel != ErrTestFailed {
+			// A test whose path does not resolve is a failed test.
+			e = &opError{sentinel: ErrTestFailed, msg: e.msg}
+		}
+		return fmt.Errorf("%w: op %d (%s): %s", e.sentinel, i, op.describe(), e.msg)
+	}
+	return nil
+}
+
+func (d *Doc) applyOp(op *Op) *opError {
+	if !d.exists && !(op.Kind == opAdd && len(op.path) == 0) {
+		return errNoDoc
+	}
+	switch op.Kind {
+	case opAdd:
+		if len(op.path)+op.depth > maxDepth {
+			return errTooDeep
+		}
+		return d.add(op.path, detachCopy(op.Value))
+	case opRemove:
+		_, e := d.remove(op.path)
+		return e
+	case opReplace:
+		if len(op.path)+op.depth > maxDepth {
+			return errTooDeep
+		}
+		return d.replace(op.path, detachCopy(op.Value))
+	case opMove:
+		return d.move(op.from, op.path)
+	case opCopy:
+		v, e := d.get(op.from)
+		if e != nil {
+			return e
+		}
+		if d.copied += countValues(v, maxCopyValues-d.copied+1); d.copied > maxCopyValues {
+			return errTooMuchCopy
+		}
+		v = deepCopy(v)
+		if len(op.path) > len(op.from) && len(op.path)+depthOf(v) > maxDepth {
+			return errTooDeep
+		}
+		return d.add(op.path, v)
+	case opTest:
+		v, e := d.get(op.path)
+		if e != nil {
+			return e
+		}
+		if !equal(v, op.Value) {
+			return errTestValue
+		}
+		return nil
+	case opInc:
+		return d.inc(op.path, op.Value)
+	}
+	return failf("unknown op %q", op.Kind)
+}
+
+// get returns the value at the pointer toks.
+func (d *Doc) get(toks []string) (value, *opError) {
+	v := d.root
+	for _, tok := range toks {
+		var e *opError
+		if v, e = child(v, tok); e != nil {
+			return value{}, e
+		}
+	}
+	return v, nil
+}
+
+// child returns the member or element tok of v.
+func child(v value, tok string) (value, *opError) {
+	switch v.kind {
+	case kindObject:
+		if i, ok := v.obj.find(tok); ok {
+			return v.obj.members[i].val, nil
+		}
+	case kindArray:
+		i, ok := arrayIndex(tok)
+		if !ok && tok != "-" {
+			return value{}, failf("invalid array index %q", tok)
+		}
+		if ok && i < len(v.arr.elems) {
+			return v.arr.elems[i], nil
+		}
+	}
+	return value{}, errNotFound
+}
+
+// parent returns the array or object that holds the value at toks, which
+// has at least one token.
+func (d *Doc) parent(toks []string) (value, *opError) {
+	p, e := d.get(toks[:len(toks)-1])
+	if e != nil {
+		return value{}, e
+	}
+	if p.kind != kindArray && p.kind != kindObject {
+		return value{}, errNotFound
+	}
+	return p, nil
+}
+
+// index returns the index tok of array a for an operation that needs an
+// existing element.
+func index(a *array, tok string) (int, *opError) {
+	i, ok := arrayIndex(tok)
+	if !ok && tok != "-" {
+		return 0, failf("invalid array index %q", tok)
+	}
+	if !ok || i >= len(a.elems) {
+		return 0, errNotFound
+	}
+	return i, nil
+}
+
+// add adds v at toks (RFC 6902 section 4.1): it sets an object member,
+// inserts an array element, or replaces the whole document.
+func (d *Doc) add(toks []string, v value) *opError {
+	if len(toks) == 0 {
+		d.root, d.exists = v, true
+		return nil
+	}
+	p, e := d.parent(toks)
+	if e != nil {
+		return e
+	}
+	tok := toks[len(toks)-1]
+	if p.kind == kindObject {
+		d.setMember(p.obj, tok, v)
+		return nil
+	}
+	a := p.arr
+	i := len(a.elems)
+	if tok != "-" {
+		var ok bool
+		if i, ok = arrayIndex(tok); !ok {
+			return failf("invalid array index %q", tok)
+		}
+		if i > len(a.elems) {
+			return failf("index %s out of range (array length %d)", tok, len(a.elems))
+		}
+	}
+	a.insertAt(i, v)
+	d.undo = append(d.undo, undoEntry{kind: undoArrayInsert, arr: a, idx: i})
+	return nil
+}
+
+// setMember sets member key of o to v, inserting it if it is missing.
+func (d *Doc) setMember(o *object, key string, v value) {
+	i, found := o.find(key)
+	if found {
+		d.undo = append(d.undo, undoEntry{kind: undoObjectSet, obj: o, idx: i, old: o.members[i].val})
+		o.members[i].val = v
+		return
+	}
+	// The key is a token of an op's path: copy it out of the patch.
+	o.insertAt(i, member{key: strings.Clone(key), val: v})
+	d.undo = append(d.undo, undoEntry{kind: undoObjectInsert, obj: o, idx: i})
+}
+
+// remove removes the value at toks and returns it.
+func (d *Doc) remove(toks []string) (value, *opError) {
+	if len(toks) == 0 {
+		return value{}, failf("cannot remove the whole document")
+	}
+	p, e := d.parent(toks)
+	if e != nil {
+		return value{}, e
+	}
+	tok := toks[len(toks)-1]
+	if p.kind == kindObject {
+		o := p.obj
+		i, found := o.find(tok)
+		if !found {
+			return value{}, errNotFound
+		}
+		m := o.removeAt(i)
+		d.undo = append(d.undo, undoEntry{kind: undoObjectRemove, obj: o, idx: i, key: m.key, old: m.val})
+		return m.val, nil
+	}
+	a := p.arr
+	i, e := index(a, tok)
+	if e != nil {
+		return value{}, e
+	}
+	old := a.removeAt(i)
+	d.undo = append(d.undo, undoEntry{kind: undoArrayRemove, arr: a, idx: i, old: old})
+	return old, nil
+}
+
+// replace replaces the existing value at toks with v.
+func (d *Doc) replace(toks []string, v value) *opError {
+	if len(toks) == 0 {
+		d.root = v
+		return nil
+	}
+	p, e := d.parent(toks)
+	if e != nil {
+		return e
+	}
+	tok := toks[len(toks)-1]
+	if p.kind == kindObject {
+		o := p.obj
+		i, found := o.find(tok)
+		if !found {
+			return errNotFound
+		}
+		d.undo = append(d.undo, undoEntry{kind: undoObjectSet, obj: o, idx: i, old: o.members[i].val})
+		o.members[i].val = v
+		return nil
+	}
+	a := p.arr
+	i, e := index(a, tok)
+	if e != nil {
+		return e
+	}
+	d.undo = append(d.undo, undoEntry{kind: undoArraySet, arr: a, idx: i, old: a.elems[i]})
+	a.elems[i] = v
+	return nil
+}
+
+// move moves the value at from to path: a remove, then an add.
+func (d *Doc) move(from, path []string) *opError {
+	if isPrefix(from, path) {
+		if _, e := d.get(from); e != nil {
+			return e
+		}
+		if len(from) == len(path) {
+			return nil // onto itself
+		}
+		return failf("cannot move a value into its own child")
+	}
+	v, e := d.remove(from)
+	if e != nil {
+		return e
+	}
+	// The value was at depth len(from) in a document within the limit; it
+	// can only exceed it if it moves deeper.
+	if len(path) > len(from) && len(path)+depthOf(v) > maxDepth {
+		return errTooDeep
+	}
+	return d.add(path, v)
+}
+
+// isPrefix reports whether the pointer a is a prefix of b, or equal to it.
+func isPrefix(a, b []string) bool {
+	if len(a) > len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// inc adds the number n to the number at toks, or creates it as n if toks
+// is a missing member of an existing object.
+func (d *Doc) inc(toks []string, n value) *opError {
+	if len(toks) == 0 {
+		sum, e := addNumbers(d.root, n)
+		if e != nil {
+			return e
+		}
+		d.root = sum
+		return nil
+	}
+	p, e := d.parent(toks)
+	if e != nil {
+		return e
+	}
+	tok := toks[len(toks)-1]
+	if p.kind == kindObject {
+		o := p.obj
+		i, found := o.find(tok)
+		if !found {
+			d.setMember(o, tok, detachCopy(n))
+			return nil
+		}
+		sum, e := addNumbers(o.members[i].val, n)
+		if e != nil {
+			return e
+		}
+		d.undo = append(d.undo, undoEntry{kind: undoObjectSet, obj: o, idx: i, old: o.members[i].val})
+		o.members[i].val = sum
+		return nil
+	}
+	a := p.arr
+	i, e := index(a, tok)
+	if e != nil {
+		return e
+	}
+	sum, e := addNumbers(a.elems[i], n)
+	if e != nil {
+		return e
+	}
+	d.undo = append(d.undo, undoEntry{kind: undoArraySet, arr: a, idx: i, old: a.elems[i]})
+	a.elems[i] = sum
+	return nil
+}
+
+// addNumbers returns a+b. Two integers (no fraction or exponent) whose sum
+// fits in an int64 add exactly; anything else adds as float64 and is
+// written as encoding/json writes a float64.
+func addNumbers(a, b value) (value, *opError) {
+	if a.kind != kindNumber {
+		return value{}, failf("cannot inc %s", article(a.kind))
+	}
+	if isInteger(a.str) && isInteger(b.str) {
+		x, errX := strconv.ParseInt(a.str, 10, 64)
+		y, errY := strconv.ParseInt(b.str, 10, 64)
+		if errX == nil && errY == nil {
+			if s := x + y; (s > x) == (y > 0) {
+				return value{kind: kindNumber, str: strconv.FormatInt(s, 10)}, nil
+			}
+		}
+	}
+	x, _ := strconv.ParseFloat(a.str, 64) // a and b are valid JSON numbers:
+	y, _ := strconv.ParseFloat(b.str, 64) // the only error is out of range
+	s := x + y
+	if math.IsInf(s, 0) || math.IsNaN(s) {
+		return value{}, failf("number overflow: %s + %s is out of the float64 range", a.str, b.str)
+	}
+	return value{kind: kindNumber, str: string(appendFloat(nil, s))}, nil
+}
+
+// isInteger reports whether the JSON number s has no fraction or exponent.
+func isInteger(s string) bool {
+	return strings.IndexAny(s, ".eE") < 0
+}
+
+// appendFloat appends f as json.Marshal writes a float64.
+func appendFloat(dst []byte, f float64) []byte {
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	dst = strconv.AppendFloat(dst, f, format, -1, 64)
+	if format == 'e' {
+		// Clean up e-09 to e-9.
+		n := len(dst)
+		if n >= 4 && dst[n-4] == 'e' && dst[n-3] == '-' && dst[n-2] == '0' {
+			dst[n-2] = dst[n-1]
+			dst = dst[:n-1]
+		}
+	}
+	return dst
+}
+
+// equal reports whether a and b are the same JSON value: objects regardless
+// of member order, numbers by numeric value (1 == 1.0 == 1e0), exactly.
+func equal(a, b value) bool {
+	if a.kind != b.kind {
+		return false
+	}
+	switch a.kind {
+	case kindNumber:
+		return a.str == b.str || numberEqual(a.str, b.str)
+	case kindString:
+		return a.str == b.str
+	case kindArray:
+		if len(a.arr.elems) != len(b.arr.elems) {
+			return false
+		}
+		for i := range a.arr.elems {
+			if !equal(a.arr.elems[i], b.arr.elems[i]) {
+				return false
+			}
+		}
+		return true
+	case kindObject:
+		am, bm := a.obj.members, b.obj.members
+		if len(am) != len(bm) {
+			return false
+		}
+		for i := range am { // both sorted by key
+			if am[i].key != bm[i].key || !equal(am[i].val, bm[i].val) {
+				return false
+			}
+		}
+		return true
+	}
+	return true
+}
+
+// numberEqual reports whether the JSON number literals a and b have the
+// same value. It compares their decimal forms, so it is exact for any
+// literal: 1 == 1.0 == 10e-1 and 0 == -0, while 0.1 != 0.1000000000000000001.
+func numberEqual(a, b string) bool {
+	na, da, ea, hugeA := decimalForm(a)
+	nb, db, eb, hugeB := decimalForm(b)
+	if na != nb || da != db {
+		return false
+	}
+	if hugeA == nil && hugeB == nil {
+		return ea == eb
+	}
+	return exponent(ea, hugeA).Cmp(exponent(eb, hugeB)) == 0
+}
+
+// decimalForm returns the sign, the significant digits (no leading or
+// trailing zeros) and the exponent e of the JSON number s, such that
+// s = ±0.digits × 10^e. Zero has no digits, no sign and e = 0. If the
+// exponent literal does not fit in an int64, huge is the literal's
+// exponent, and e the adjustment to add to it.
+func decimalForm(s string) (neg bool, digits string, e int64, huge *big.Int) {
+	if s[0] == '-' {
+		neg = true
+		s = s[1:]
+	}
+	mant, exp := s, ""
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		mant, exp = s[:i], s[i+1:]
+	}
+	intPart, frac, _ := strings.Cut(mant, ".")
+	e = int64(len(intPart))
+	digits = intPart + frac
+	trimmed := strings.TrimLeft(digits, "0")
+	e -= int64(len(digits) - len(trimmed))
+	digits = strings.TrimRight(trimmed, "0")
+	if digits == "" {
+		return false, "", 0, nil
+	}
+	if exp != "" {
+		x, err := strconv.ParseInt(exp, 10, 64)
+		if err != nil || x > math.MaxInt64/2 || x < math.MinInt64/2 {
+			return neg, digits, e, bigExponent(exp)
+		}
+		e += x
+	}
+	return neg, digits, e, nil
+}
+
+func bigExponent(exp string) *big.Int {
+	x, _ := new(big.Int).SetString(strings.TrimPrefix(exp, "+"), 10)
+	return x
+}
+
+// exponent returns e plus huge, if it is set, as a big.Int.
+func exponent(e int64, huge *big.Int) *big.Int {
+	x := big.NewInt(e)
+	if huge != nil {
+		x.Add(x, huge)
+	}
+	return x
+}
+
+// Merge applies patch, an RFC 7396 JSON Merge Patch, to the document
+// atomically. On a document that does not exist the target is null, as the
+// RFC has it, so an object patch creates an object document. A patch that
+// is not valid JSON gives an error wrapping ErrInvalidPatch and
+// ErrInvalidJSON, and changes nothing; a valid patch always applies.
+func (d *Doc) Merge(patch []byte) error {
+	p, err := parse(string(patch), true)
+	if err != nil {
+		return fmt.Errorf("%w: merge patch: %w", ErrInvalidPatch, err)
+	}
+	// From here nothing fails, so the document changes in place without an
+	// undo log. The patch is freshly parsed and owned: its values go into
+	// the document without a copy. The result cannot be nested deeper than
+	// the document or the patch, so it stays within maxDepth.
+	if p.kind != kindObject {
+		d.root, d.exists = p, true
+		return nil
+	}
+	if !d.exists || d.root.kind != kindObject {
+		d.root, d.exists = value{kind: kindObject, obj: &object{}}, true
+	}
+	mergeObject(d.root.obj, p.obj)
+	return nil
+}
+
+// mergeObject merges the patch object p into the target object t.
+func mergeObject(t, p *object) {
+	for _, m := range p.members {
+		i, found := t.find(m.key)
+		switch {
+		case m.val.kind == kindNull:
+			if found {
+				t.removeAt(i)
+			}
+		case m.val.kind == kindObject && found && t.members[i].val.kind == kindObject:
+			mergeObject(t.members[i].val.obj, m.val.obj)
+		default:
+			v := m.val
+			if v.kind == kindObject {
+				// Merged into nothing: the patch's nulls delete nothing
+				// and are dropped.
+				dropNulls(v.obj)
+			}
+			if found {
+				t.members[i].val = v
+			} else {
+				t.insertAt(i, member{key: m.key, val: v})
+			}
+		}
+	}
+}
+
+// dropNulls removes the null members of o and of the objects in it (not in
+// its arrays), as merging o into an absent value does.
+func dropNulls(o *object) {
+	ms := o.members[:0]
+	for _, m := range o.members {
+		if m.val.kind == kindNull {
+			continue
+		}
+		if m.val.kind == kindObject {
+			dropNulls(m.val.obj)
+		}
+		ms = append(ms, m)
+	}
+	clear(o.members[len(ms):])
+	o.members = ms
+}
