@@ -321,6 +321,7 @@ func (a *Applier) commit(entries []entry, moved map[string]cursor) error {
 		Docs:     map[string]docRecord{},
 		Journals: moved,
 		Synced:   a.synced,
+		Retain:   m.retain,
 	}
 	// Documents: encode each changed one once for the whole batch.
 	var write []string

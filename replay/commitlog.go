@@ -42,6 +42,9 @@ type commitRecord struct {
 	// Synced is the last batch whose results are known to be fsynced;
 	// recovery re-derives the results of the batches after it.
 	Synced uint64 `json:"synced"`
+	// Retain is the retention window for retries the batch was decided
+	// with; replay --verify decides with the same.
+	Retain int `json:"retain"`
 }
 
 // entry is one processed journal line.

@@ -3,7 +3,6 @@ package replay
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 
 	"github.com/stateward/stateward/journal"
@@ -46,7 +45,8 @@ type docState struct {
 type agentState struct {
 	cur      cursor
 	res      resultPos
-	retained []journal.Result // results with a seq, ascending seq
+	retained []journal.Result // results with a seq, ascending seq, from head on
+	head     int
 	byID     map[string]journal.Result
 }
 
@@ -210,14 +210,16 @@ func (m *machine) apply(in journal.Intent) journal.Result {
 
 // find returns the retained result for seq.
 func (a *agentState) find(seq uint64) (journal.Result, bool) {
-	i := sort.Search(len(a.retained), func(i int) bool { return a.retained[i].Seq >= seq })
-	if i < len(a.retained) && a.retained[i].Seq == seq {
-		return a.retained[i], true
+	kept := a.retained[a.head:]
+	i := sort.Search(len(kept), func(i int) bool { return kept[i].Seq >= seq })
+	if i < len(kept) && kept[i].Seq == seq {
+		return kept[i], true
 	}
 	return journal.Result{}, false
 }
 
-// keep retains a result for retries, dropping the oldest past the limit.
+// keep retains a result for retries, dropping the oldest past the limit:
+// exactly the last limit results are kept, whatever came before.
 func (a *agentState) keep(r journal.Result, limit int) {
 	a.retained = append(a.retained, r)
 	if r.ID != "" {
@@ -225,15 +227,17 @@ func (a *agentState) keep(r journal.Result, limit int) {
 			a.byID[r.ID] = r
 		}
 	}
-	// Drop in steps of a quarter of the limit, so that keeping is amortised
-	// O(1); the window is between limit and 1.25*limit results.
-	if over := len(a.retained) - limit; over > limit/4 {
-		for _, old := range a.retained[:over] {
-			if old.ID != "" && a.byID[old.ID].Seq == old.Seq {
-				delete(a.byID, old.ID)
-			}
+	for len(a.retained)-a.head > limit {
+		old := a.retained[a.head]
+		if old.ID != "" && a.byID[old.ID].Seq == old.Seq {
+			delete(a.byID, old.ID)
 		}
-		a.retained = slices.Delete(a.retained, 0, over)
+		a.retained[a.head] = journal.Result{}
+		a.head++
+	}
+	if a.head > 1024 && a.head > len(a.retained)/2 { // amortised O(1)
+		a.retained = append([]journal.Result(nil), a.retained[a.head:]...)
+		a.head = 0
 	}
 }
 

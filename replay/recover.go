@@ -46,6 +46,7 @@ func (a *Applier) recover() error {
 			return fmt.Errorf("fold commit record %d: %w", rec.Batch, err)
 		}
 	}
+	m.retain = a.RetainResults
 	a.m = m
 	var last *commitRecord
 	if n := len(recs); n > 0 {
@@ -112,6 +113,9 @@ func (a *Applier) cutLogTail(seg uint64, end int64) (err error) {
 // agents' positions, retained results, commit counter, document versions.
 // It does not touch document contents; loadDocs reads those from disk.
 func (m *machine) fold(rec *commitRecord) error {
+	if rec.Retain > 0 {
+		m.retain = rec.Retain // as the batch was decided, like Verify
+	}
 	for _, ad := range rec.Adopt {
 		d := m.doc(ad.File)
 		if ad.Broken != "" {

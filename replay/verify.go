@@ -52,6 +52,9 @@ func Verify(dir, out string) (*VerifyReport, error) {
 	jr := &journalLines{dir: dir}
 	defer jr.close()
 	for _, rec := range recs {
+		if rec.Retain > 0 {
+			m.retain = rec.Retain
+		}
 		for _, ad := range rec.Adopt {
 			if err := m.adopt(ad); err != nil {
 				problem("batch %d: adoption of %s: %v", rec.Batch, ad.File, err)
