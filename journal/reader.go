@@ -2,7 +2,6 @@ package journal
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -103,11 +102,10 @@ func LastSeq(r io.Reader) (end int64, seq uint64, err error) {
 	}
 }
 
-// peekSeq reads the seq of a line without validating the rest of it.
+// peekSeq reads the seq of a line as the watcher does, whether or not the
+// rest of the line is valid. (No shortcut on the bytes `"seq"`: a key may be
+// written with escapes, as "se\u0071".)
 func peekSeq(line []byte) (uint64, bool) {
-	if !bytes.Contains(line, []byte(`"seq"`)) {
-		return 0, false
-	}
 	_, s, _ := ParseIntent(line)
 	return s, s > 0
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Statuses of a Result (§5).
@@ -120,6 +121,11 @@ func (in Intent) Validate() error {
 	if len(in.ID) > MaxIDLen {
 		return fmt.Errorf("%w: id is %d bytes, longer than %d", ErrBadRecord, len(in.ID), MaxIDLen)
 	}
+	if !utf8.ValidString(in.ID) {
+		// It would be written with U+FFFD in place of each bad byte: another
+		// id, possibly longer than MaxIDLen.
+		return fmt.Errorf("%w: id is not valid UTF-8", ErrBadRecord)
+	}
 	if in.Time != "" {
 		if _, err := time.Parse(time.RFC3339Nano, in.Time); err != nil {
 			return fmt.Errorf("%w: time %q is not RFC 3339", ErrBadRecord, in.Time)
@@ -149,13 +155,29 @@ type rawIntent struct {
 func ParseIntent(line []byte) (in Intent, seq uint64, err error) {
 	line = bytes.TrimRight(line, "\n")
 	line = bytes.TrimSuffix(line, []byte("\r"))
-	var raw rawIntent
-	if err := json.Unmarshal(line, &raw); err != nil {
+	// Decode into a map, not a struct: encoding/json matches struct fields
+	// case-insensitively, and §4 names are exact ("Seq" is an unknown field,
+	// to be ignored).
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(line, &fields); err != nil {
 		var ute *json.UnmarshalTypeError
 		if errors.As(err, &ute) {
 			return Intent{}, 0, fmt.Errorf("%w: a record must be a JSON object", ErrBadRecord)
 		}
 		return Intent{}, 0, fmt.Errorf("%w: not valid JSON: %v", ErrBadRecord, err)
+	}
+	// An optional field given as null is taken as absent, as many JSON
+	// encoders write unset fields that way. (A merge patch of null is not
+	// optional: it is kept.)
+	opt := func(k string) json.RawMessage {
+		if v := fields[k]; string(bytes.TrimSpace(v)) != "null" {
+			return v
+		}
+		return nil
+	}
+	raw := rawIntent{
+		Seq: fields["seq"], File: fields["file"], Patch: fields["patch"], Merge: fields["merge"],
+		IfVersion: opt("if_version"), ID: opt("id"), Time: opt("time"),
 	}
 	if raw.Seq == nil {
 		return Intent{}, 0, fmt.Errorf("%w: missing seq", ErrBadRecord)

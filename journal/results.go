@@ -108,8 +108,18 @@ func (r *Results) Wait(ctx context.Context, seq uint64) (Result, error) {
 		case <-errs: // an overflow or error: the next scan reads the files anyway
 		case <-tick.C:
 			r.addWatch()
+		case <-r.notYet():
 		}
 	}
+}
+
+// notYet fires soon while no watch is on the results folder yet (it does
+// not exist): until then, events may not tell about it.
+func (r *Results) notYet() <-chan time.Time {
+	if r.w == nil || r.inited {
+		return nil
+	}
+	return time.After(DefaultFallbackPoll)
 }
 
 // scan reads every complete result line past the current position.
@@ -119,14 +129,20 @@ func (r *Results) scan() error {
 		return err
 	}
 	if r.seg == 0 {
-		// Start at the newest segment that begins at or before floor.
-		r.seg = segs[0]
-		for _, s := range segs {
+		// Start at the newest segment that begins at or before floor, and
+		// whose first line is an original result: one that begins with a
+		// retry copy (or a result without seq) is named by that line (§3),
+		// which may be lower than originals in the segments before it.
+		i := 0
+		for j, s := range segs {
 			if s <= r.floor {
-				r.seg = s
+				i = j
 			}
 		}
-		r.off = 0
+		for i > 0 && !r.startsWithOriginal(segs[i]) {
+			i--
+		}
+		r.seg, r.off = segs[i], 0
 	}
 	for i, s := range segs {
 		if s < r.seg {
@@ -143,6 +159,23 @@ func (r *Results) scan() error {
 		}
 	}
 	return nil
+}
+
+// startsWithOriginal reports whether the first line of segment seg is a
+// complete result with a seq that does not answer a retry.
+func (r *Results) startsWithOriginal(seg uint64) bool {
+	f, err := os.Open(filepath.Join(r.path, SegmentName(seg)))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	rd := NewReader(f, 0)
+	rec, err := rd.Next()
+	if err != nil {
+		return false
+	}
+	res, err := ParseResult(rec.Line)
+	return err == nil && res.Seq > 0 && !res.Retry
 }
 
 func (r *Results) readSegment() error {

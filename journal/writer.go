@@ -49,7 +49,8 @@ const LockName = ".lock"
 // A Writer is safe for concurrent use.
 type Writer struct {
 	SegmentSize int64         // start a new segment past this size; set by NewWriter
-	LockTimeout time.Duration // how long Open waits for the lock; set by NewWriter
+	LockTimeout time.Duration // how long Open waits for the lock (<= 0: no wait); set by NewWriter
+	MaxLine     int           // longest line Append writes; set by NewWriter to DefaultMaxLine
 
 	dir   string // state directory
 	agent string
@@ -74,6 +75,7 @@ func NewWriter(dir, agent string) *Writer {
 	return &Writer{
 		SegmentSize: DefaultSegmentSize,
 		LockTimeout: DefaultLockTimeout,
+		MaxLine:     DefaultMaxLine,
 		dir:         dir,
 		agent:       agent,
 		path:        filepath.Join(dir, "journal", agent),
@@ -104,9 +106,15 @@ func (w *Writer) Open() error {
 		return err
 	}
 	lk := flock.New(filepath.Join(w.path, LockName), flock.SetPermissions(FileMode))
-	ctx, cancel := context.WithTimeout(context.Background(), w.LockTimeout)
-	defer cancel()
-	ok, err := lk.TryLockContext(ctx, 20*time.Millisecond)
+	var ok bool
+	var err error
+	if w.LockTimeout <= 0 {
+		ok, err = lk.TryLock() // no waiting: one try
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), w.LockTimeout)
+		ok, err = lk.TryLockContext(ctx, 20*time.Millisecond)
+		cancel()
+	}
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("lock journal %s: %w", w.path, err)
 	}
@@ -140,6 +148,10 @@ func (w *Writer) recover() error {
 		end, seq, err := LastSeq(f)
 		if err != nil {
 			f.Close()
+			if w.f != nil {
+				w.f.Close()
+				w.f = nil
+			}
 			return fmt.Errorf("read segment %s: %w", p, err)
 		}
 		if i == len(segs)-1 {
@@ -205,6 +217,9 @@ func (w *Writer) AppendBatch(ins []Intent) ([]Intent, error) {
 	if w.closed || w.lock == nil {
 		return nil, ErrClosed
 	}
+	if len(ins) == 0 {
+		return nil, nil // nothing to write (and no out[0] to name a segment by)
+	}
 	out := slices.Clone(ins)
 	var buf []byte
 	seq := max(w.lastSeq+1, w.nextMin)
@@ -218,6 +233,9 @@ func (w *Writer) AppendBatch(ins []Intent) ([]Intent, error) {
 		line, err := out[i].MarshalLine()
 		if err != nil {
 			return nil, err
+		}
+		if len(line) > w.MaxLine {
+			return nil, fmt.Errorf("%w: line of %d bytes is longer than the limit of %d (the watcher would reject it)", ErrBadRecord, len(line), w.MaxLine)
 		}
 		buf = append(buf, line...)
 	}

@@ -464,15 +464,16 @@ func (a *Applier) syncFile(p string) error {
 // end of its current results segment, or in a new one past the size limit.
 func (a *Applier) resultStart(agent string, first journal.Result) resultPos {
 	st := a.m.agent(agent)
-	if st.res.Segment != 0 && st.res.Offset < a.ResultSegmentSize {
+	if st.res.Segment == 0 {
+		return resultPos{Segment: max(first.Seq, 1)}
+	}
+	// A new segment is named by its first result's seq (§3), so rotate
+	// only where that is an original result, newer than any before it;
+	// otherwise keep appending and rotate at a later batch.
+	if st.res.Offset < a.ResultSegmentSize || first.Seq == 0 || first.Retry || first.Seq <= st.res.Segment {
 		return st.res
 	}
-	name := first.Seq
-	if name == 0 {
-		name = st.cur.Seq + 1
-	}
-	name = max(name, st.res.Segment+1)
-	return resultPos{Segment: name}
+	return resultPos{Segment: first.Seq}
 }
 
 // appendLog appends a commit record and fsyncs it.
