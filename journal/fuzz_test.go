@@ -122,6 +122,17 @@ func FuzzParseIntent(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {
 		in, seq, err := ParseIntent(line)
+		// The fast path must agree with encoding/json's, field by field.
+		trimmed := bytes.TrimSuffix(bytes.TrimRight(line, "\n"), []byte("\r"))
+		sin, sseq, serr := parseIntentSlow(trimmed)
+		show := func(in Intent) string {
+			iv := ptrStr(in.IfVersion)
+			in.IfVersion = nil
+			return fmt.Sprintf("%+v %s", in, iv)
+		}
+		if seq != sseq || (err == nil) != (serr == nil) || show(in) != show(sin) {
+			t.Fatalf("ParseIntent(%q) = %+v, %d, %v; encoding/json path = %+v, %d, %v", line, in, seq, err, sin, sseq, serr)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrBadRecord) {
 				t.Fatalf("error %q does not wrap ErrBadRecord", err)
@@ -171,6 +182,35 @@ func FuzzParseIntent(f *testing.F) {
 			if last != seq {
 				t.Fatalf("LastSeq=%d, ParseIntent seq=%d", last, seq)
 			}
+		}
+	})
+}
+
+func ptrStr(p *uint64) string {
+	if p == nil {
+		return "nil"
+	}
+	return strconv.FormatUint(*p, 10)
+}
+
+// FuzzResult_AppendLine checks the hand-written result encoder against
+// encoding/json, byte for byte.
+func FuzzResult_AppendLine(f *testing.F) {
+	f.Add(uint64(3), "id<&>", "a.json", "applied", uint64(2), uint64(9), "", false, "", false, int64(0))
+	f.Add(uint64(0), "", "", "rejected", uint64(0), uint64(11), "op 0: unknown op \"x\"\n\t\u2028\xff", true, SegmentName(1), true, int64(0))
+	f.Fuzz(func(t *testing.T, seq uint64, id, file, status string, version, commit uint64, errText string, retry bool, seg string, hasOff bool, off int64) {
+		r := Result{Seq: seq, ID: id, File: file, Status: status, Version: version, Commit: commit, Error: errText, Retry: retry, Segment: seg}
+		if hasOff {
+			r.Offset = &off
+		}
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(r); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := string(r.AppendLine(nil)), buf.String(); got != want {
+			t.Fatalf("AppendLine()=%q, encoding/json=%q", got, want)
 		}
 	})
 }

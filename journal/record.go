@@ -40,12 +40,29 @@ var (
 
 // ValidDocName reports whether name is a document name allowed by §3.
 func ValidDocName(name string) bool {
-	return docNameRE.MatchString(name) && !strings.Contains(name, "..")
+	base, ok := strings.CutSuffix(name, ".json")
+	return ok && validName(base, 128) && !strings.Contains(name, "..") // docNameRE, without a regexp on the hot path
 }
 
 // ValidAgentName reports whether name is an agent name allowed by §3.
 func ValidAgentName(name string) bool {
-	return agentNameRE.MatchString(name) && !strings.Contains(name, "..")
+	return validName(name, 64) // agentNameRE
+}
+
+// validName reports whether s matches ^[A-Za-z0-9][A-Za-z0-9._-]{0,max-1}$
+// and contains no "..".
+func validName(s string, max int) bool {
+	if len(s) == 0 || len(s) > max || strings.Contains(s, "..") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if !alnum && (i == 0 || (c != '.' && c != '_' && c != '-')) {
+			return false
+		}
+	}
+	return true
 }
 
 // CheckDocName returns an error wrapping ErrBadName if name is not a valid
@@ -97,7 +114,11 @@ func (in Intent) MarshalLine() ([]byte, error) {
 }
 
 // Validate checks the fields of an intent against §4.
-func (in Intent) Validate() error {
+func (in Intent) Validate() error { return in.validate(true) }
+
+// validate is Validate; checkJSON false skips the syntax check of patch and
+// merge, for callers that have already scanned them.
+func (in Intent) validate(checkJSON bool) error {
 	if in.Seq < 1 {
 		return fmt.Errorf("%w: seq must be an integer >= 1", ErrBadRecord)
 	}
@@ -111,11 +132,11 @@ func (in Intent) Validate() error {
 		if p := bytes.TrimSpace(in.Patch); len(p) == 0 || p[0] != '[' {
 			return fmt.Errorf("%w: patch must be a JSON array of operations", ErrBadRecord)
 		}
-		if !json.Valid(in.Patch) {
+		if checkJSON && !json.Valid(in.Patch) {
 			return fmt.Errorf("%w: patch is not valid JSON", ErrBadRecord)
 		}
 	}
-	if len(in.Merge) > 0 && !json.Valid(in.Merge) {
+	if checkJSON && len(in.Merge) > 0 && !json.Valid(in.Merge) {
 		return fmt.Errorf("%w: merge is not valid JSON", ErrBadRecord)
 	}
 	if len(in.ID) > MaxIDLen {
@@ -155,6 +176,15 @@ type rawIntent struct {
 func ParseIntent(line []byte) (in Intent, seq uint64, err error) {
 	line = bytes.TrimRight(line, "\n")
 	line = bytes.TrimSuffix(line, []byte("\r"))
+	if in, seq, err, ok := parseIntentFast(line); ok {
+		return in, seq, err
+	}
+	return parseIntentSlow(line)
+}
+
+// parseIntentSlow is ParseIntent through encoding/json: the reference for
+// the fast path, and the one that words syntax errors.
+func parseIntentSlow(line []byte) (in Intent, seq uint64, err error) {
 	// Decode into a map, not a struct: encoding/json matches struct fields
 	// case-insensitively, and §4 names are exact ("Seq" is an unknown field,
 	// to be ignored).
@@ -247,16 +277,62 @@ type Result struct {
 }
 
 // AppendLine appends r as one JSON line ending in "\n". The encoding is
-// deterministic: the same Result always gives the same bytes, which recovery
-// relies on to finish a results file without writing a line twice.
+// deterministic, and byte for byte what encoding/json writes for r with
+// HTML escaping off (TestResult_AppendLine checks it): recovery relies on
+// the same Result always giving the same bytes to finish a results file
+// without writing a line twice.
 func (r Result) AppendLine(dst []byte) []byte {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(r); err != nil {
-		panic(fmt.Sprintf("journal: encode result: %v", err)) // only strings and integers: cannot fail
+	dst = append(dst, '{')
+	sep := func() {
+		if dst[len(dst)-1] != '{' {
+			dst = append(dst, ',')
+		}
 	}
-	return append(dst, buf.Bytes()...)
+	if r.Seq != 0 {
+		dst = strconv.AppendUint(append(dst, `"seq":`...), r.Seq, 10)
+	}
+	if r.ID != "" {
+		sep()
+		dst = appendJSONString(append(dst, `"id":`...), r.ID)
+	}
+	if r.File != "" {
+		sep()
+		dst = appendJSONString(append(dst, `"file":`...), r.File)
+	}
+	sep()
+	dst = appendJSONString(append(dst, `"status":`...), r.Status)
+	dst = strconv.AppendUint(append(dst, `,"version":`...), r.Version, 10)
+	dst = strconv.AppendUint(append(dst, `,"commit":`...), r.Commit, 10)
+	if r.Error != "" {
+		dst = appendJSONString(append(dst, `,"error":`...), r.Error)
+	}
+	if r.Retry {
+		dst = append(dst, `,"retry":true`...)
+	}
+	if r.Segment != "" {
+		dst = appendJSONString(append(dst, `,"segment":`...), r.Segment)
+	}
+	if r.Offset != nil {
+		dst = strconv.AppendInt(append(dst, `,"offset":`...), *r.Offset, 10)
+	}
+	return append(dst, '}', '\n')
+}
+
+// appendJSONString appends s as a JSON string, as encoding/json does with
+// HTML escaping off.
+func appendJSONString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false)
+			enc.Encode(s) // a string: cannot fail
+			return append(dst, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
 }
 
 // ParseResult decodes one results line.

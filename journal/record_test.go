@@ -589,3 +589,33 @@ func TestParseResult(t *testing.T) {
 		})
 	}
 }
+
+// TestValidName_MatchesRegexp checks the hand-written name checks against
+// the §3 regular expressions on every short name over a small alphabet.
+func TestValidName_MatchesRegexp(t *testing.T) {
+	alphabet := []byte("aZ9._-/ ")
+	var names []string
+	var gen func(prefix []byte, n int)
+	gen = func(prefix []byte, n int) {
+		names = append(names, string(prefix))
+		if n == 0 {
+			return
+		}
+		for _, c := range alphabet {
+			gen(append(prefix, c), n-1)
+		}
+	}
+	gen(nil, 4)
+	for _, long := range []int{63, 64, 65, 127, 128, 129} {
+		names = append(names, strings.Repeat("a", long))
+	}
+	for _, n := range names {
+		if got, want := ValidAgentName(n), agentNameRE.MatchString(n) && !strings.Contains(n, ".."); got != want {
+			t.Errorf("ValidAgentName(%q)=%v, regexp says %v", n, got, want)
+		}
+		d := n + ".json"
+		if got, want := ValidDocName(d), docNameRE.MatchString(d) && !strings.Contains(d, ".."); got != want {
+			t.Errorf("ValidDocName(%q)=%v, regexp says %v", d, got, want)
+		}
+	}
+}

@@ -88,16 +88,51 @@ type resultPos struct {
 }
 
 // encodeRecord returns the log line of rec: the CRC-32C of the JSON text in
-// eight hex digits, a space, the JSON text, "\n".
+// eight hex digits, a space, the JSON text, "\n". The entries, which are
+// most of it, are written by hand (appendEntry); encoding/json does the rest.
 func encodeRecord(rec *commitRecord) ([]byte, error) {
-	body, err := json.Marshal(rec)
+	entries := rec.Entries
+	rec.Entries = nil
+	rest, err := json.Marshal(rec)
+	rec.Entries = entries
 	if err != nil {
 		return nil, fmt.Errorf("encode commit record %d: %w", rec.Batch, err)
 	}
-	line := make([]byte, 0, len(body)+10)
-	line = fmt.Appendf(line, "%08x ", crc32.Checksum(body, crcTable))
-	line = append(line, body...)
+	line := make([]byte, 9, len(rest)+len(entries)*256+16)
+	if len(entries) > 0 {
+		line = append(line, `{"entries":[`...)
+		for i, e := range entries {
+			if i > 0 {
+				line = append(line, ',')
+			}
+			line = appendEntry(line, e)
+		}
+		line = append(line, "],"...)
+		line = append(line, rest[1:]...)
+	} else {
+		line = append(line, rest...)
+	}
+	copy(line, fmt.Appendf(nil, "%08x ", crc32.Checksum(line[9:], crcTable)))
 	return append(line, '\n'), nil
+}
+
+// appendEntry appends the JSON of an entry, with the keys of its struct
+// tags. The intent is a journal line that parsed as a JSON object, copied
+// as it is.
+func appendEntry(dst []byte, e entry) []byte {
+	// Agent names are [A-Za-z0-9._-] (§3): nothing to escape.
+	dst = append(dst, `{"agent":"`...)
+	dst = append(dst, e.Agent...)
+	dst = append(dst, '"')
+	dst = strconv.AppendUint(append(dst, `,"segment":`...), e.Segment, 10)
+	dst = strconv.AppendInt(append(dst, `,"offset":`...), e.Offset, 10)
+	if len(e.Intent) > 0 {
+		dst = append(append(dst, `,"intent":`...), e.Intent...)
+	}
+	dst = append(dst, `,"result":`...)
+	dst = e.Result.AppendLine(dst)
+	dst[len(dst)-1] = '}' // AppendLine's "\n"
+	return dst
 }
 
 // decodeRecord parses one log line without its "\n".
