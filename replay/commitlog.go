@@ -8,8 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"os"
-	"path/filepath"
+	"path"
 	"strconv"
 
 	"github.com/stateward/stateward/journal"
@@ -162,15 +161,14 @@ const logDir = ".stateward/commits"
 // of the last good record in the newest segment, so that a torn tail (a
 // record whose write or fsync never finished: nothing was acknowledged from
 // it) can be cut. A damaged record followed by good ones is ErrCorruptLog.
-func readLog(dir string) (recs []*commitRecord, seg uint64, end int64, err error) {
-	folder := filepath.Join(dir, logDir)
-	segs, err := journal.ListSegments(folder)
+func readLog(fs fsys) (recs []*commitRecord, seg uint64, end int64, err error) {
+	segs, err := listSegments(fs, logDir)
 	if err != nil {
 		return nil, 0, 0, err
 	}
 	for i, s := range segs {
-		p := filepath.Join(folder, journal.SegmentName(s))
-		data, err := os.ReadFile(p)
+		p := path.Join(logDir, journal.SegmentName(s))
+		data, err := readFile(fs, p)
 		if err != nil {
 			return nil, 0, 0, fmt.Errorf("read commit log %s: %w", p, err)
 		}

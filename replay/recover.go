@@ -1,15 +1,12 @@
 package replay
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+	"path"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/stateward/stateward/journal"
@@ -24,16 +21,13 @@ var ErrDiverged = errors.New("replay: redo does not match the commit record")
 // disk, and finishes whatever the last batch left undone. See doc.go for the
 // crash windows it closes.
 func (a *Applier) recover() error {
-	mask := syscall.Umask(0)
-	syscall.Umask(mask)
-	a.DocMode = a.DocMode.Perm() &^ os.FileMode(mask)
 	a.ids = map[string]fileID{}
 	a.warned = map[string]string{}
-	a.res = map[string]*os.File{}
+	a.res = map[string]fileHandle{}
 	a.dirty = map[string]bool{}
 	a.syncAt = time.Now()
 
-	recs, seg, end, err := readLog(a.dir)
+	recs, seg, end, err := readLog(a.fs)
 	if err != nil {
 		return err
 	}
@@ -72,38 +66,33 @@ func (a *Applier) recover() error {
 	return nil
 }
 
-// cutLogTail removes a torn last record, which nobody was told about.
-func (a *Applier) cutLogTail(seg uint64, end int64) (err error) {
+// cutLogTail removes a torn last record, which nobody was told about, and
+// fsyncs the log: even an intact last record may not have reached the disk
+// before the crash, and it must be durable before recovery acts on it.
+func (a *Applier) cutLogTail(seg uint64, end int64) error {
 	if seg == 0 {
 		return nil
 	}
-	p := filepath.Join(a.dir, logDir, journal.SegmentName(seg))
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	name := path.Join(logDir, journal.SegmentName(seg))
+	f, err := a.fs.OpenFile(name, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
-		return fmt.Errorf("open commit log %s: %w", p, err)
+		return fmt.Errorf("open commit log %s: %w", name, err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return fmt.Errorf("stat commit log %s: %w", p, err)
-	}
-	if fi.Size() >= end {
-		// Even an intact last record may not have been fsynced before the
-		// crash; it must be durable before recovery acts on it.
-		defer func() {
-			if err == nil {
-				if serr := f.Sync(); serr != nil {
-					err = a.fail(fmt.Errorf("sync commit log %s: %w", p, serr))
-				}
-			}
-		}()
+		return fmt.Errorf("stat commit log %s: %w", name, err)
 	}
 	if fi.Size() > end {
-		a.logger.Warn("cutting a torn commit record (its batch was never acknowledged)", "log", p, "offset", end, "bytes", fi.Size()-end)
+		a.logger.Warn("cutting a torn commit record (its batch was never acknowledged)", "log", name, "offset", end, "bytes", fi.Size()-end)
 		if err := f.Truncate(end); err != nil {
 			f.Close()
-			return fmt.Errorf("truncate commit log %s: %w", p, err)
+			return a.fail(fmt.Errorf("truncate commit log %s: %w", name, err))
 		}
+	}
+	if err := syncFile(f); err != nil {
+		f.Close()
+		return a.fail(fmt.Errorf("sync commit log %s: %w", name, err))
 	}
 	a.logf = f
 	return nil
@@ -191,7 +180,7 @@ func (a *Applier) loadDocs(last *commitRecord) error {
 				}
 				d.doc, d.data = doc, data
 			}
-			a.ids[name] = statID(filepath.Join(a.dir, name))
+			a.ids[name] = a.statID(name)
 			continue
 		}
 		dr, inLast := docRecord{}, false
@@ -208,22 +197,18 @@ func (a *Applier) loadDocs(last *commitRecord) error {
 		if got := journal.Hash(out.data); got != dr.SHA256 {
 			return fmt.Errorf("%w: %s batch %d gives sha256 %s, record says %s", ErrDiverged, name, last.Batch, got, dr.SHA256)
 		}
-		p := filepath.Join(a.dir, name)
-		if err := a.writeFile(p, out.data); err != nil {
+		if err := writeDoc(a.fs, name, out.data, a.DocMode, a.point); err != nil {
 			return a.fail(fmt.Errorf("write document %s: %w", name, err))
-		}
-		if err := a.setMode(p); err != nil {
-			return a.fail(err)
 		}
 		d.doc, d.data = out.doc, out.data
 		redone = append(redone, name)
 	}
 	if len(redone) > 0 {
-		if err := a.syncDir(a.dir); err != nil {
+		if err := syncDir(a.fs, "."); err != nil {
 			return a.fail(fmt.Errorf("sync state directory %s: %w", a.dir, err))
 		}
 		for _, name := range redone {
-			a.ids[name] = statID(filepath.Join(a.dir, name))
+			a.ids[name] = a.statID(name)
 		}
 		a.logger.Info("finished the documents of the interrupted batch", "batch", last.Batch, "files", redone)
 	}
@@ -309,9 +294,8 @@ func (a *Applier) repairResults(recs []*commitRecord) error {
 	for _, name := range agents {
 		ss := spans[name]
 		for i, s := range ss {
-			p := filepath.Join(a.dir, "results", name, journal.SegmentName(s.pos.Segment))
 			lastInSeg := i == len(ss)-1 || ss[i+1].pos.Segment != s.pos.Segment
-			if err := a.repairSpan(name, p, s.pos.Offset, s.data, lastInSeg); err != nil {
+			if err := a.repairSpan(name, s.pos.Segment, s.pos.Offset, s.data, lastInSeg); err != nil {
 				return err
 			}
 		}
@@ -319,22 +303,20 @@ func (a *Applier) repairResults(recs []*commitRecord) error {
 	return nil
 }
 
-// repairSpan makes bytes [off, off+len(want)) of results file p equal want.
-// If the span is the last one of its segment, anything after it (garbage
-// from a lost write) is cut.
-func (a *Applier) repairSpan(agent, p string, off int64, want []byte, last bool) error {
-	if err := a.mkdir(filepath.Join("results", agent)); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, journal.FileMode)
+// repairSpan makes bytes [off, off+len(want)) of an agent's results
+// segment equal want. If the span is the last one of its segment, anything
+// after it (garbage from a lost write) is cut.
+func (a *Applier) repairSpan(agent string, seg uint64, off int64, want []byte, last bool) error {
+	f, err := a.openResults(agent, seg, os.O_RDWR)
 	if err != nil {
-		return fmt.Errorf("open results %s: %w", p, err)
+		return a.fail(err)
 	}
 	defer f.Close()
+	name := path.Join("results", agent, journal.SegmentName(seg))
 	have := make([]byte, len(want))
 	n, err := f.ReadAt(have, off)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("read results %s: %w", p, err)
+		return fmt.Errorf("read results %s: %w", name, err)
 	}
 	same := 0
 	for same < n && have[same] == want[same] {
@@ -342,48 +324,40 @@ func (a *Applier) repairSpan(agent, p string, off int64, want []byte, last bool)
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("stat results %s: %w", p, err)
+		return fmt.Errorf("stat results %s: %w", name, err)
 	}
 	end := off + int64(len(want))
 	if same == len(want) && (!last || fi.Size() == end) {
 		return nil
 	}
 	if fi.Size() < off {
-		return fmt.Errorf("results %s: %d bytes, but a batch's results start at %d (results lost before the last fsync point?)", p, fi.Size(), off)
+		return fmt.Errorf("results %s: %d bytes, but a batch's results start at %d (results lost before the last fsync point?)", name, fi.Size(), off)
 	}
 	if err := f.Truncate(off + int64(same)); err != nil {
-		return fmt.Errorf("truncate results %s: %w", p, err)
+		return a.fail(fmt.Errorf("truncate results %s: %w", name, err))
 	}
 	if _, err := f.WriteAt(want[same:], off+int64(same)); err != nil {
-		return fmt.Errorf("rewrite results %s: %w", p, err)
+		return a.fail(fmt.Errorf("rewrite results %s: %w", name, err))
 	}
-	if err := f.Sync(); err != nil {
-		return a.fail(fmt.Errorf("sync results %s: %w", p, err))
+	if err := syncFile(f); err != nil {
+		return a.fail(fmt.Errorf("sync results %s: %w", name, err))
 	}
-	a.logger.Info("restored results lost in a crash", "agent", agent, "file", p, "bytes", len(want)-same)
+	a.logger.Info("restored results lost in a crash", "agent", agent, "file", name, "bytes", len(want)-same)
 	return nil
 }
 
 // removeTemps deletes temporary files that an interrupted document write
 // left in the state directory.
 func (a *Applier) removeTemps() {
-	ents, err := os.ReadDir(a.dir)
+	ents, err := a.fs.ReadDir(".")
 	if err != nil {
 		return
 	}
 	for _, e := range ents {
 		if e.Type().IsRegular() && isTemp(e.Name()) {
-			if err := os.Remove(filepath.Join(a.dir, e.Name())); err == nil {
+			if err := a.fs.Remove(e.Name()); err == nil {
 				a.logger.Debug("removed temporary file of an interrupted write", "file", e.Name())
 			}
 		}
 	}
 }
-
-func newEncoder(w io.Writer) *json.Encoder {
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	return enc
-}
-
-var _ = bytes.Equal

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -38,7 +39,13 @@ func Verify(dir, out string) (*VerifyReport, error) {
 		return nil, err
 	}
 	defer lk.Unlock()
-	recs, _, _, err := readLog(dir)
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open state directory: %w", err)
+	}
+	defer root.Close()
+	fs := rootFS{root}
+	recs, _, _, err := readLog(fs)
 	if err != nil {
 		return nil, err
 	}
@@ -49,7 +56,7 @@ func Verify(dir, out string) (*VerifyReport, error) {
 		}
 	}
 	m := newMachine(DefaultRetainResults)
-	jr := &journalLines{dir: dir}
+	jr := &journalLines{fs: fs}
 	defer jr.close()
 	for _, rec := range recs {
 		if rec.Retain > 0 {
@@ -105,7 +112,7 @@ func Verify(dir, out string) (*VerifyReport, error) {
 			continue
 		}
 		rep.Docs = append(rep.Docs, name)
-		disk, err := os.ReadFile(filepath.Join(dir, name))
+		disk, err := readFile(fs, name)
 		exists := err == nil
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			problem("%s: %v", name, err)
@@ -134,17 +141,17 @@ func Verify(dir, out string) (*VerifyReport, error) {
 // journalLines reads single lines of journals by position, keeping the
 // current segment open.
 type journalLines struct {
-	dir   string
-	path  string
-	f     *os.File
+	fs    fsys
+	name  string
+	f     fileHandle
 	fsize int64
 }
 
 func (j *journalLines) line(agent string, seg uint64, off int64) ([]byte, bool) {
-	p := filepath.Join(j.dir, "journal", agent, journal.SegmentName(seg))
-	if p != j.path {
+	name := path.Join("journal", agent, journal.SegmentName(seg))
+	if name != j.name {
 		j.close()
-		f, err := os.Open(p)
+		f, err := j.fs.OpenFile(name, os.O_RDONLY, 0)
 		if err != nil {
 			return nil, false
 		}
@@ -153,7 +160,7 @@ func (j *journalLines) line(agent string, seg uint64, off int64) ([]byte, bool) 
 			f.Close()
 			return nil, false
 		}
-		j.path, j.f, j.fsize = p, f, fi.Size()
+		j.name, j.f, j.fsize = name, f, fi.Size()
 	}
 	if off >= j.fsize {
 		return nil, false
@@ -171,5 +178,5 @@ func (j *journalLines) close() {
 	if j.f != nil {
 		j.f.Close()
 	}
-	j.path, j.f = "", nil
+	j.name, j.f = "", nil
 }

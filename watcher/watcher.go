@@ -24,6 +24,10 @@ const (
 	// DefaultHeartbeatInterval is how often an idle loop still calls
 	// Heartbeat.
 	DefaultHeartbeatInterval = time.Second
+	// MinNoSpaceBackoff and MaxNoSpaceBackoff bound the pace at which a
+	// commit that failed for lack of space is retried.
+	MinNoSpaceBackoff = 100 * time.Millisecond
+	MaxNoSpaceBackoff = 5 * time.Second
 )
 
 // Watcher drives an opened replay.Applier: it steps it whenever a journal
@@ -80,6 +84,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	defer rescan.Stop()
 	beat := time.NewTicker(w.HeartbeatInterval)
 	defer beat.Stop()
+	backoff := MinNoSpaceBackoff
 	for {
 		if w.Heartbeat != nil {
 			w.Heartbeat()
@@ -88,12 +93,25 @@ func (w *Watcher) Run(ctx context.Context) error {
 			return nil
 		}
 		n, err := w.applier.Step(ctx)
-		if err != nil {
+		switch {
+		case errors.Is(err, replay.ErrNoSpace):
+			// Nothing was acknowledged; the next Step starts again from
+			// what is durable. Retry at a bounded pace, still beating.
+			w.logger.Warn("no space left in the state directory; retrying", "in", backoff, "error", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, MaxNoSpaceBackoff)
+			continue
+		case err != nil:
 			if ctx.Err() != nil && !errors.Is(err, replay.ErrFailed) {
 				return nil
 			}
 			return err
 		}
+		backoff = MinNoSpaceBackoff
 		if n > 0 {
 			continue // more may be ready: step again before sleeping
 		}

@@ -1,0 +1,185 @@
+package replay
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/stateward/stateward/journal"
+)
+
+// fsys is the state directory as the Applier sees it: every name is
+// relative to the directory, and nothing it names can lead outside it. The
+// real one is an os.Root (rootFS); tests use one that simulates a power
+// loss by throwing away what was not fsynced (crashfs_test.go).
+type fsys interface {
+	OpenFile(name string, flag int, perm os.FileMode) (fileHandle, error)
+	Lstat(name string) (os.FileInfo, error)
+	ReadDir(name string) ([]os.DirEntry, error)
+	Mkdir(name string, perm os.FileMode) error
+	Rename(oldname, newname string) error
+	Remove(name string) error
+	// SyncDir fsyncs a directory, making its entries durable.
+	SyncDir(name string) error
+}
+
+// fileHandle is an open file of an fsys.
+type fileHandle interface {
+	io.Reader
+	io.ReaderAt
+	io.Writer
+	io.WriterAt
+	io.Seeker
+	Sync() error
+	Truncate(size int64) error
+	Stat() (os.FileInfo, error)
+	Close() error
+}
+
+// rootFS is an fsys on an os.Root: names with "..", absolute names and
+// symbolic links that lead outside the directory all fail (issue: G5).
+// Files are opened with O_NOFOLLOW, so a symbolic link planted where the
+// watcher expects a file is refused, never followed, even inside DIR.
+type rootFS struct{ root *os.Root }
+
+func (r rootFS) OpenFile(name string, flag int, perm os.FileMode) (fileHandle, error) {
+	f, err := r.root.OpenFile(name, flag|syscall.O_NOFOLLOW, perm)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (r rootFS) Lstat(name string) (os.FileInfo, error) { return r.root.Lstat(name) }
+func (r rootFS) Mkdir(name string, perm os.FileMode) error {
+	return r.root.Mkdir(name, perm)
+}
+func (r rootFS) Rename(oldname, newname string) error { return r.root.Rename(oldname, newname) }
+func (r rootFS) Remove(name string) error             { return r.root.Remove(name) }
+
+func (r rootFS) ReadDir(name string) ([]os.DirEntry, error) {
+	f, err := r.root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	ents, err := f.ReadDir(-1)
+	slices.SortFunc(ents, func(a, b os.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
+	return ents, err
+}
+
+func (r rootFS) SyncDir(name string) error {
+	f, err := r.root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// syncError marks a failed fsync: after one, the process must stop (§7),
+// unlike after a failed write, which may be retried from scratch.
+type syncError struct{ err error }
+
+func (e *syncError) Error() string { return "fsync: " + e.err.Error() }
+func (e *syncError) Unwrap() error { return e.err }
+
+// syncFile fsyncs f, marking a failure as a syncError.
+func syncFile(f fileHandle) error {
+	if err := f.Sync(); err != nil {
+		return &syncError{err}
+	}
+	return nil
+}
+
+// syncDir fsyncs a directory of fs, marking a failure as a syncError.
+func syncDir(fs fsys, name string) error {
+	if err := fs.SyncDir(name); err != nil {
+		return &syncError{err}
+	}
+	return nil
+}
+
+// readFile reads a whole regular file of fs.
+func readFile(fs fsys, name string) ([]byte, error) {
+	f, err := fs.OpenFile(name, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// listSegments returns the first seqs of the segments in a folder of fs, in
+// order; other files, and anything that is not a regular file, are ignored.
+func listSegments(fs fsys, folder string) ([]uint64, error) {
+	ents, err := fs.ReadDir(folder)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list segments in %s: %w", folder, err)
+	}
+	var segs []uint64
+	for _, e := range ents {
+		if n, ok := journal.ParseSegmentName(e.Name()); ok && e.Type().IsRegular() {
+			segs = append(segs, n)
+		}
+	}
+	slices.Sort(segs)
+	return segs, nil
+}
+
+// tempPrefix starts the names of the temporary files of document writes.
+// No document name starts with a dot (§3), so they never collide.
+const tempPrefix = ".tmp-"
+
+// isTemp reports whether name is a temporary file of a document write.
+func isTemp(name string) bool { return strings.HasPrefix(name, tempPrefix) }
+
+// writeDoc replaces document name with data by the §7 recipe, less the
+// directory fsync, which the caller does once for all documents of a batch:
+// a temp file in the same directory, written, fsynced, renamed over the
+// document. A new document gets mode perm (before the umask); an existing
+// one keeps its mode. point is called between the steps.
+func writeDoc(fs fsys, name string, data []byte, perm os.FileMode, point func(string)) error {
+	if fi, err := fs.Lstat(name); err == nil && fi.Mode().IsRegular() {
+		perm = fi.Mode().Perm()
+	}
+	var rnd [6]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return err
+	}
+	tmp := tempPrefix + name + "-" + hex.EncodeToString(rnd[:])
+	f, err := fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return fmt.Errorf("create temp file for %s: %w", name, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		point("after-doc-temp-write:" + name)
+		err = syncFile(f)
+	}
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		fs.Remove(tmp)
+		return fmt.Errorf("write temp file for %s: %w", name, err)
+	}
+	point("after-doc-temp-sync:" + name)
+	if err := fs.Rename(tmp, name); err != nil {
+		fs.Remove(tmp)
+		return fmt.Errorf("rename temp file over %s: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,180 @@
+package replay
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"slices"
+
+	"github.com/stateward/stateward/journal"
+)
+
+// item is one journal line read for a batch.
+type item struct {
+	agent    string
+	seg      uint64
+	off, end int64
+	line     []byte
+	err      error // the line could not be read: it is rejected without a seq
+}
+
+// readJournals reads the ready lines of every agent, interleaved fairly:
+// the first line of each agent, then the second of each, and so on, up to
+// MaxBatch lines.
+func (a *Applier) readJournals() ([]item, error) {
+	ents, err := a.fs.ReadDir("journal")
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list journals: %w", err)
+	}
+	var per [][]item
+	for _, e := range ents {
+		name := e.Name()
+		if !e.IsDir() {
+			if e.Type()&os.ModeSymlink != 0 {
+				a.warnOnce("link:"+name, "ignoring a symbolic link in the journal folder (agent folders must be real folders)", "name", name)
+			}
+			continue
+		}
+		if !journal.ValidAgentName(name) {
+			a.warnOnce("agent:"+name, "ignoring journal folder with an invalid agent name", "folder", path.Join("journal", name))
+			continue
+		}
+		its, err := a.readAgent(name)
+		if err != nil {
+			a.warnOnce("read:"+name, "cannot read journal", "agent", name, "error", err)
+		}
+		if len(its) > 0 {
+			per = append(per, its)
+		}
+	}
+	var out []item
+	for i := 0; len(out) < a.MaxBatch; i++ {
+		took := false
+		for _, its := range per {
+			if i < len(its) && len(out) < a.MaxBatch {
+				out = append(out, its[i])
+				took = true
+			}
+		}
+		if !took {
+			break
+		}
+	}
+	return out, nil
+}
+
+// warnOnce logs a warning unless the same one was the last logged for key.
+func (a *Applier) warnOnce(key, msg string, args ...any) {
+	text := fmt.Sprint(args...)
+	if a.warned[key] == text {
+		return
+	}
+	a.warned[key] = text
+	a.logger.Warn(msg, args...)
+}
+
+// readAgent reads up to MaxAgentBatch complete lines of an agent's journal
+// from its durable position.
+func (a *Applier) readAgent(agent string) ([]item, error) {
+	folder := path.Join("journal", agent)
+	st := a.m.agent(agent)
+	segs, err := listSegments(a.fs, folder)
+	if err != nil || len(segs) == 0 {
+		return nil, err
+	}
+	seg, off := st.cur.Segment, st.cur.Offset
+	if seg == 0 {
+		seg, off = segs[0], 0
+	}
+	var out []item
+	for len(out) < a.MaxAgentBatch {
+		i, found := slices.BinarySearch(segs, seg)
+		newer := uint64(0)
+		if found && i+1 < len(segs) {
+			newer = segs[i+1]
+		} else if !found && i < len(segs) {
+			newer = segs[i]
+		}
+		if !found {
+			if newer == 0 {
+				a.warnOnce("gone:"+agent, "journal segment being read is gone; waiting for it or a newer one", "agent", agent, "segment", journal.SegmentName(seg))
+				return out, nil
+			}
+			a.warnOnce("gone:"+agent, "journal segment disappeared; continuing with the next one", "agent", agent, "segment", journal.SegmentName(seg), "next", journal.SegmentName(newer))
+			seg, off = newer, 0
+			continue
+		}
+		its, end, torn, err := a.readSegment(agent, path.Join(folder, journal.SegmentName(seg)), seg, off, a.MaxAgentBatch-len(out))
+		out = append(out, its...)
+		if err != nil {
+			return out, err
+		}
+		off = end
+		if len(out) >= a.MaxAgentBatch || newer == 0 {
+			return out, nil
+		}
+		if torn > 0 {
+			// An unfinished line followed by a newer segment will never be
+			// finished: reject it so the journal moves on.
+			out = append(out, item{agent: agent, seg: seg, off: off, end: off + torn,
+				err: fmt.Errorf("%w: unfinished line of %d bytes at the end of segment %s, which is followed by segment %s",
+					journal.ErrBadRecord, torn, journal.SegmentName(seg), journal.SegmentName(newer))})
+		}
+		seg, off = newer, 0 // the cursor moves there with the next line decided
+	}
+	return out, nil
+}
+
+// readSegment reads up to limit complete lines of a segment from off. It
+// returns the end of the last line read and the length of an unfinished
+// line after it.
+func (a *Applier) readSegment(agent, name string, seg uint64, off int64, limit int) ([]item, int64, int64, error) {
+	f, err := a.fs.OpenFile(name, os.O_RDONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, off, 0, nil
+	}
+	if err != nil {
+		return nil, off, 0, fmt.Errorf("open %s: %w", name, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, off, 0, fmt.Errorf("stat %s: %w", name, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, off, 0, fmt.Errorf("%s is not a regular file", name)
+	}
+	if fi.Size() < off {
+		a.warnOnce("trunc:"+agent, "journal segment is shorter than what was already processed (truncated or replaced under the watcher); waiting for it to grow past the processed position",
+			"agent", agent, "segment", name, "size", fi.Size(), "processed", off)
+		return nil, off, 0, nil
+	}
+	if fi.Size() == off {
+		return nil, off, 0, nil
+	}
+	rd := journal.NewReader(io.NewSectionReader(f, off, fi.Size()-off), off)
+	rd.MaxLine = a.MaxLine
+	var out []item
+	for len(out) < limit {
+		rec, err := rd.Next()
+		switch {
+		case err == nil:
+			out = append(out, item{agent: agent, seg: seg, off: rec.Offset, end: rec.End(), line: bytes.Clone(rec.Line)})
+		case errors.Is(err, journal.ErrLineTooLong):
+			out = append(out, item{agent: agent, seg: seg, off: rec.Offset, end: rd.Offset(), err: err})
+		case errors.Is(err, io.EOF):
+			return out, rd.Offset(), 0, nil
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return out, rd.Offset(), fi.Size() - rd.Offset(), nil
+		default:
+			return out, rd.Offset(), 0, fmt.Errorf("read %s: %w", name, err)
+		}
+	}
+	return out, rd.Offset(), 0, nil
+}
