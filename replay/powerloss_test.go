@@ -19,7 +19,7 @@ import (
 // fsync (and fsync the folder of a new segment) before counting the line as
 // acknowledged.
 type plAgent struct {
-	fs    *crashFS
+	fs      *crashFS
 	name    string
 	seq     uint64
 	acked   []uint64
