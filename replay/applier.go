@@ -28,6 +28,9 @@ const (
 	// DefaultMaxAgentBatch caps the lines one agent contributes to a batch,
 	// so that a flood from one agent cannot starve the others.
 	DefaultMaxAgentBatch = 1024
+	// DefaultMaxBatchBytes caps the bytes of journal lines one batch holds
+	// in memory (each agent gets an equal share of it).
+	DefaultMaxBatchBytes = 64 << 20
 	// DefaultMaxDocSize is the largest document file the watcher reads (a
 	// larger one is reported unusable).
 	DefaultMaxDocSize = 256 << 20
@@ -70,10 +73,14 @@ type Applier struct {
 	MaxLine             int           // longest intent line; set by NewApplier
 	MaxBatch            int           // lines per batch; set by NewApplier
 	MaxAgentBatch       int           // lines per agent per batch; set by NewApplier
+	MaxBatchBytes       int64         // bytes of lines per batch; set by NewApplier
 	MaxDocSize          int64         // largest document file read; set by NewApplier
 	RetainResults       int           // results kept per agent for retries; set by NewApplier
 	ResultSegmentSize   int64         // set by NewApplier
 	ResultsSyncInterval time.Duration // set by NewApplier
+	ResultSegmentsKept  int           // result segments always kept per agent; set by NewApplier
+	ResultRetention     time.Duration // age past which older result segments go; set by NewApplier
+	CheckpointBytes     int64         // commit log size that triggers a checkpoint; set by NewApplier
 	DocMode             os.FileMode   // mode of new documents, before the umask; set by NewApplier
 
 	dir    string
@@ -87,7 +94,8 @@ type Applier struct {
 	batch   uint64                // last batch committed
 	synced  uint64                // last batch whose results are fsynced
 	syncAt  time.Time             // when results were last fsynced
-	logf    fileHandle            // newest commit log segment, O_APPEND
+	logf     fileHandle           // newest commit log segment, O_APPEND
+	logBytes int64                // commit log written since the last checkpoint
 	res     map[string]fileHandle // open results segment per agent
 	dirty   map[string]bool       // results files written since the last sync
 	ids     map[string]fileID     // identity of each document file as last seen
@@ -110,10 +118,14 @@ func NewApplier(dir string, logger hclog.Logger) *Applier {
 		MaxLine:             journal.DefaultMaxLine,
 		MaxBatch:            DefaultMaxBatch,
 		MaxAgentBatch:       DefaultMaxAgentBatch,
+		MaxBatchBytes:       DefaultMaxBatchBytes,
 		MaxDocSize:          DefaultMaxDocSize,
 		RetainResults:       DefaultRetainResults,
 		ResultSegmentSize:   DefaultResultSegmentSize,
 		ResultsSyncInterval: DefaultResultsSyncInterval,
+		ResultSegmentsKept:  DefaultResultSegmentsKept,
+		ResultRetention:     DefaultResultRetention,
+		CheckpointBytes:     DefaultCheckpointBytes,
 		DocMode:             DefaultDocMode,
 		dir:                 dir,
 		logger:              logger,
@@ -135,9 +147,10 @@ func (a *Applier) point(name string) {
 // the commit log and Step may run.
 func (a *Applier) Open() error {
 	switch {
-	case a.MaxLine < 2, a.MaxBatch < 1, a.MaxAgentBatch < 1, a.RetainResults < 1, a.ResultSegmentSize < 1, a.MaxDocSize < 1:
-		return fmt.Errorf("replay: limits must be positive (max line %d, batch %d, agent batch %d, retain %d, result segment %d, doc size %d)",
-			a.MaxLine, a.MaxBatch, a.MaxAgentBatch, a.RetainResults, a.ResultSegmentSize, a.MaxDocSize)
+	case a.MaxLine < 2, a.MaxBatch < 1, a.MaxAgentBatch < 1, a.MaxBatchBytes < 1, a.RetainResults < 1, a.ResultSegmentSize < 1, a.MaxDocSize < 1,
+		a.ResultSegmentsKept < 1, a.CheckpointBytes < 1:
+		return fmt.Errorf("replay: limits must be positive (max line %d, batch %d, agent batch %d, batch bytes %d, retain %d, result segment %d, doc size %d)",
+			a.MaxLine, a.MaxBatch, a.MaxAgentBatch, a.MaxBatchBytes, a.RetainResults, a.ResultSegmentSize, a.MaxDocSize)
 	}
 	if a.fs == nil {
 		root, err := os.OpenRoot(a.dir)
@@ -170,21 +183,41 @@ func (a *Applier) Open() error {
 // TryLock takes the lock of a state directory without waiting, and writes
 // the process ID into it. If another process holds it, the error wraps
 // ErrLocked and names that process.
+//
+// Neither the private folder nor the lock file may be a symbolic link (or,
+// for the lock, anything but a regular file): the lock is never taken, read
+// or written through one (G5).
 func TryLock(dir string) (*flock.Flock, error) {
+	if fi, err := os.Lstat(filepath.Join(dir, privateDir)); err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("lock: %s in %s is not a folder (%s): move it away", privateDir, dir, fi.Mode().Type())
+	}
 	p := filepath.Join(dir, lockName)
-	lk := flock.New(p, flock.SetPermissions(0o644))
+	lk := flock.New(p, flock.SetPermissions(0o644), flock.SetFlag(os.O_CREATE|os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK))
 	ok, err := lk.TryLock()
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", p, err)
 	}
 	if !ok {
 		holder := "another process"
-		if b, err := os.ReadFile(p); err == nil && len(bytes.TrimSpace(b)) > 0 {
+		if b, err := readRegular(p); err == nil && len(bytes.TrimSpace(b)) > 0 {
 			holder = "process " + string(bytes.TrimSpace(b))
 		}
 		return nil, fmt.Errorf("%w: %s holds %s", ErrLocked, holder, p)
 	}
-	if err := os.WriteFile(p, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+	if fi, err := lk.Stat(); err != nil || !fi.Mode().IsRegular() {
+		lk.Unlock()
+		return nil, fmt.Errorf("lock %s: %w", p, errNotRegular)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err == nil {
+		_, err = f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
 		lk.Unlock()
 		return nil, fmt.Errorf("write pid to %s: %w", p, err)
 	}
@@ -312,9 +345,13 @@ func (a *Applier) Step(ctx context.Context) (int, error) {
 	}
 	entries := make([]entry, 0, len(items))
 	moved := map[string]cursor{}
+	prevSeg := map[string]uint64{}
 	for _, it := range items {
 		e := m.decide(it.agent, it.seg, it.off, it.line, it.err)
 		ag := m.agent(it.agent)
+		if _, ok := prevSeg[it.agent]; !ok {
+			prevSeg[it.agent] = ag.cur.Segment
+		}
 		ag.cur.Segment, ag.cur.Offset = it.seg, it.end
 		moved[it.agent] = ag.cur
 		if e.Result.Status == journal.StatusRejected {
@@ -322,7 +359,7 @@ func (a *Applier) Step(ctx context.Context) (int, error) {
 		}
 		entries = append(entries, e)
 	}
-	if err := a.commit(entries, moved); err != nil {
+	if err := a.commit(entries, moved, prevSeg); err != nil {
 		return 0, err
 	}
 	return len(items), nil
@@ -343,7 +380,7 @@ func (a *Applier) noteRejected(agent string, r journal.Result) {
 // commit makes a decided batch durable, in the order that recovery relies
 // on (doc.go): inputs fsynced, commit record (fsync), documents (temp,
 // fsync, rename; directory fsync), versions file, results.
-func (a *Applier) commit(entries []entry, moved map[string]cursor) error {
+func (a *Applier) commit(entries []entry, moved map[string]cursor, prevSeg map[string]uint64) error {
 	m := a.m
 	rec := &commitRecord{
 		Batch:    a.batch + 1,
@@ -400,6 +437,7 @@ func (a *Applier) commit(entries []entry, moved map[string]cursor) error {
 		return a.fail(err)
 	}
 	a.batch = rec.Batch
+	a.logBytes += int64(len(line))
 	for _, name := range write {
 		d := m.docs[name]
 		d.dirty = false
@@ -435,6 +473,18 @@ func (a *Applier) commit(entries []entry, moved map[string]cursor) error {
 	}
 	if time.Since(a.syncAt) >= a.ResultsSyncInterval {
 		if err := a.syncResults(); err != nil {
+			return a.fail(err)
+		}
+	}
+	// Compaction (G7): journals behind the cursors, then the commit log
+	// behind a checkpoint.
+	for ag, cur := range moved {
+		if cur.Segment != prevSeg[ag] {
+			a.compactJournal(ag)
+		}
+	}
+	if a.logBytes >= a.CheckpointBytes {
+		if err := a.checkpoint(); err != nil {
 			return a.fail(err)
 		}
 	}
@@ -546,6 +596,7 @@ func (a *Applier) appendResults(agent string, pos resultPos, data []byte) error 
 			return err
 		}
 		a.res[agent] = f
+		defer a.pruneResults(agent)
 	}
 	if _, err := f.Write(data); err != nil {
 		return fmt.Errorf("write results of %s: %w", agent, err)
@@ -632,7 +683,15 @@ func (a *Applier) writeVersions() error {
 		return fmt.Errorf("encode versions: %w", err)
 	}
 	tmp := journal.VersionsPath + ".tmp"
-	f, err := a.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := a.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, os.ErrExist) {
+		// Left by a crash, or planted (a link, a pipe): remove the name,
+		// never what it points to, and create the file afresh.
+		if err := a.fs.Remove(tmp); err != nil {
+			return fmt.Errorf("remove stale %s: %w", tmp, err)
+		}
+		f, err = a.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	}
 	if err != nil {
 		return fmt.Errorf("write versions: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -28,15 +29,23 @@ type crashFS struct {
 	ops      int                          // changing operations so far
 	crashAt  int                          // panic(crashed) when ops reaches it (0: never)
 	inject   func(op, name string) error  // returns an error to inject, or nil
-	data     map[uint64][]byte            // durable content by inode
+	data     map[fileKey][]byte           // durable content by file
+	gen      map[uint64]uint64            // generation of each inode number
 	entries  map[string]map[string]dirent // durable entries by folder
 	isFolder map[uint64]bool
 }
 
+// fileKey names a file across inode number reuse: a file deleted whose
+// deletion is not durable keeps its content even if a new file gets its
+// inode number.
+type fileKey struct{ ino, gen uint64 }
+
 type dirent struct {
-	ino    uint64
+	file   fileKey
 	folder bool
 }
+
+func (c *crashFS) key(ino uint64) fileKey { return fileKey{ino, c.gen[ino]} }
 
 // newCrashFS returns a crashFS on dir, taking everything in it as durable.
 func newCrashFS(tb testing.TB, dir string) *crashFS {
@@ -46,7 +55,8 @@ func newCrashFS(tb testing.TB, dir string) *crashFS {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { root.Close() })
-	c := &crashFS{rootFS: rootFS{root}, dir: dir, data: map[uint64][]byte{}, entries: map[string]map[string]dirent{}, isFolder: map[uint64]bool{}}
+	c := &crashFS{rootFS: rootFS{root}, dir: dir, data: map[fileKey][]byte{}, gen: map[uint64]uint64{},
+		entries: map[string]map[string]dirent{}, isFolder: map[uint64]bool{}}
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -61,7 +71,7 @@ func newCrashFS(tb testing.TB, dir string) *crashFS {
 			if err != nil {
 				return err
 			}
-			c.data[inode(tb, p)] = b
+			c.data[c.key(inode(tb, p))] = b
 		}
 		return nil
 	})
@@ -92,7 +102,7 @@ func (c *crashFS) snapshotDir(rel string) {
 			continue
 		}
 		ino := fi.Sys().(*syscall.Stat_t).Ino
-		m[e.Name()] = dirent{ino: ino, folder: e.IsDir()}
+		m[e.Name()] = dirent{file: c.key(ino), folder: e.IsDir()}
 		if e.IsDir() {
 			c.isFolder[ino] = true
 		}
@@ -135,7 +145,9 @@ func (c *crashFS) OpenFile(name string, flag int, perm os.FileMode) (fileHandle,
 		// be an old file's).
 		if fi, err := f.Stat(); err == nil {
 			c.mu.Lock()
-			c.data[fi.Sys().(*syscall.Stat_t).Ino] = nil
+			ino := fi.Sys().(*syscall.Stat_t).Ino
+			c.gen[ino]++
+			c.data[c.key(ino)] = nil
 			c.mu.Unlock()
 		}
 	}
@@ -220,7 +232,7 @@ func (f *crashFile) Sync() error {
 		return err
 	}
 	f.c.mu.Lock()
-	f.c.data[fi.Sys().(*syscall.Stat_t).Ino] = b
+	f.c.data[f.c.key(fi.Sys().(*syscall.Stat_t).Ino)] = b
 	f.c.mu.Unlock()
 	return nil
 }
@@ -235,7 +247,13 @@ func (c *crashFS) image(tb testing.TB, dst string, rng *rand.Rand) {
 	defer c.mu.Unlock()
 	var build func(rel string)
 	build = func(rel string) {
-		for name, e := range c.entries[rel] {
+		names := make([]string, 0, len(c.entries[rel]))
+		for name := range c.entries[rel] {
+			names = append(names, name)
+		}
+		slices.Sort(names) // rng choices in a fixed order: a failing state can be replayed
+		for _, name := range names {
+			e := c.entries[rel][name]
 			src, out := filepath.Join(c.dir, rel, name), filepath.Join(dst, rel, name)
 			if e.folder {
 				if err := os.MkdirAll(out, 0o755); err != nil {
@@ -244,8 +262,8 @@ func (c *crashFS) image(tb testing.TB, dst string, rng *rand.Rand) {
 				build(path.Join(rel, name))
 				continue
 			}
-			content := c.data[e.ino]
-			if now, err := os.ReadFile(src); err == nil && inode(tb, src) == e.ino && len(now) > len(content) && string(now[:len(content)]) == string(content) {
+			content := c.data[e.file]
+			if now, err := os.ReadFile(src); err == nil && c.key(inode(tb, src)) == e.file && len(now) > len(content) && string(now[:len(content)]) == string(content) {
 				switch rng.IntN(3) {
 				case 0: // the appended data is lost
 				case 1: // all of it made it

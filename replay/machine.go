@@ -11,7 +11,7 @@ import (
 // DefaultRetainResults is how many results per agent the watcher keeps in
 // memory to answer retries (§4): a retry of an older seq or id is beyond the
 // retention window.
-const DefaultRetainResults = 100_000
+const DefaultRetainResults = 10_000
 
 // machine is the deterministic state machine behind every path that decides:
 // the live loop, recovery and replay --verify. Given the same records in the
@@ -190,7 +190,12 @@ func (m *machine) apply(in journal.Intent) journal.Result {
 	if len(in.Patch) > 0 {
 		var ops []Op
 		ops, err = DecodePatch(in.Patch)
-		if err == nil {
+		switch {
+		case err == nil && len(ops) == 0 && !d.doc.Exists():
+			// It would apply and leave nothing to write: a version
+			// without a document (and once, an empty file on disk).
+			err = fmt.Errorf("%w: empty patch on %s, which does not exist: create it with add at the path \"\"", ErrInvalidPatch, in.File)
+		case err == nil:
 			err = d.doc.Apply(ops)
 		}
 	} else {

@@ -32,6 +32,15 @@ func (a *Applier) readJournals() ([]item, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list journals: %w", err)
 	}
+	// Each agent may hold an equal share of the batch's byte budget, and
+	// always at least one line.
+	agents := 0
+	for _, e := range ents {
+		if e.IsDir() {
+			agents++
+		}
+	}
+	budget := a.MaxBatchBytes / int64(max(agents, 1))
 	var per [][]item
 	for _, e := range ents {
 		name := e.Name()
@@ -45,7 +54,14 @@ func (a *Applier) readJournals() ([]item, error) {
 			a.warnOnce("agent:"+name, "ignoring journal folder with an invalid agent name", "folder", path.Join("journal", name))
 			continue
 		}
-		its, err := a.readAgent(name)
+		// Its results could not be written (the watcher never writes
+		// through a link): leave its journal alone rather than commit a
+		// batch whose results must fail, which would stop everyone.
+		if fi, err := a.fs.Lstat(path.Join("results", name)); err == nil && !fi.IsDir() {
+			a.warnOnce("results:"+name, "not processing the journal of an agent whose results folder is not a folder: move it away", "agent", name, "folder", path.Join("results", name), "type", fi.Mode().Type().String())
+			continue
+		}
+		its, err := a.readAgent(name, budget)
 		if err != nil {
 			a.warnOnce("read:"+name, "cannot read journal", "agent", name, "error", err)
 		}
@@ -79,14 +95,20 @@ func (a *Applier) warnOnce(key, msg string, args ...any) {
 	a.logger.Warn(msg, args...)
 }
 
-// readAgent reads up to MaxAgentBatch complete lines of an agent's journal
-// from its durable position.
-func (a *Applier) readAgent(agent string) ([]item, error) {
+// readAgent reads up to MaxAgentBatch complete lines, and about budget
+// bytes, of an agent's journal from its durable position.
+func (a *Applier) readAgent(agent string, budget int64) ([]item, error) {
 	folder := path.Join("journal", agent)
 	st := a.m.agent(agent)
 	segs, err := listSegments(a.fs, folder)
-	if err != nil || len(segs) == 0 {
+	if err != nil {
 		return nil, err
+	}
+	if len(segs) == 0 {
+		if st.cur.Segment != 0 {
+			a.warnOnce("gone:"+agent, "journal segment being read is gone; waiting for it or a newer one", "agent", agent, "segment", journal.SegmentName(st.cur.Segment))
+		}
+		return nil, nil
 	}
 	seg, off := st.cur.Segment, st.cur.Offset
 	if seg == 0 {
@@ -110,13 +132,13 @@ func (a *Applier) readAgent(agent string) ([]item, error) {
 			seg, off = newer, 0
 			continue
 		}
-		its, end, torn, err := a.readSegment(agent, path.Join(folder, journal.SegmentName(seg)), seg, off, a.MaxAgentBatch-len(out))
+		its, end, torn, err := a.readSegment(agent, path.Join(folder, journal.SegmentName(seg)), seg, off, a.MaxAgentBatch-len(out), &budget)
 		out = append(out, its...)
 		if err != nil {
 			return out, err
 		}
 		off = end
-		if len(out) >= a.MaxAgentBatch || newer == 0 {
+		if len(out) >= a.MaxAgentBatch || newer == 0 || budget <= 0 {
 			return out, nil
 		}
 		if torn > 0 {
@@ -131,10 +153,11 @@ func (a *Applier) readAgent(agent string) ([]item, error) {
 	return out, nil
 }
 
-// readSegment reads up to limit complete lines of a segment from off. It
-// returns the end of the last line read and the length of an unfinished
-// line after it.
-func (a *Applier) readSegment(agent, name string, seg uint64, off int64, limit int) ([]item, int64, int64, error) {
+// readSegment reads up to limit complete lines of a segment from off, and
+// stops once it has taken *budget bytes (at least one line), which it
+// decrements. It returns the end of the last line read and the length of
+// an unfinished line after it.
+func (a *Applier) readSegment(agent, name string, seg uint64, off int64, limit int, budget *int64) ([]item, int64, int64, error) {
 	f, err := a.fs.OpenFile(name, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, off, 0, nil
@@ -161,11 +184,12 @@ func (a *Applier) readSegment(agent, name string, seg uint64, off int64, limit i
 	rd := journal.NewReader(io.NewSectionReader(f, off, fi.Size()-off), off)
 	rd.MaxLine = a.MaxLine
 	var out []item
-	for len(out) < limit {
+	for len(out) < limit && (*budget > 0 || len(out) == 0) {
 		rec, err := rd.Next()
 		switch {
 		case err == nil:
 			out = append(out, item{agent: agent, seg: seg, off: rec.Offset, end: rec.End(), line: bytes.Clone(rec.Line)})
+			*budget -= int64(len(rec.Line))
 		case errors.Is(err, journal.ErrLineTooLong):
 			out = append(out, item{agent: agent, seg: seg, off: rec.Offset, end: rd.Offset(), err: err})
 		case errors.Is(err, io.EOF):

@@ -27,6 +27,10 @@ func (a *Applier) recover() error {
 	a.dirty = map[string]bool{}
 	a.syncAt = time.Now()
 
+	cp, err := readCheckpoint(a.fs)
+	if err != nil {
+		return err
+	}
 	recs, seg, end, err := readLog(a.fs)
 	if err != nil {
 		return err
@@ -34,7 +38,32 @@ func (a *Applier) recover() error {
 	if err := a.cutLogTail(seg, end); err != nil {
 		return err
 	}
+	a.logBytes = 0
+	if segs, err := listSegments(a.fs, logDir); err == nil {
+		for _, s := range segs {
+			if fi, err := a.fs.Lstat(path.Join(logDir, journal.SegmentName(s))); err == nil {
+				a.logBytes += fi.Size()
+			}
+		}
+	}
 	m := newMachine(a.RetainResults)
+	a.batch, a.synced = 0, 0
+	if cp != nil {
+		// Records the checkpoint covers may still be there (a crash between
+		// the checkpoint and the log's deletion): skip them.
+		if m, err = cp.restore(cp.Retain); err != nil {
+			return err
+		}
+		i := 0
+		for i < len(recs) && recs[i].Batch <= cp.Batch {
+			i++
+		}
+		recs = recs[i:]
+		if len(recs) > 0 && recs[0].Batch != cp.Batch+1 {
+			return fmt.Errorf("%w: checkpoint is at batch %d but the log resumes at batch %d", ErrCorruptLog, cp.Batch, recs[0].Batch)
+		}
+		a.batch, a.synced = cp.Batch, cp.Batch
+	}
 	for _, rec := range recs {
 		if err := m.fold(rec); err != nil {
 			return fmt.Errorf("fold commit record %d: %w", rec.Batch, err)
@@ -46,8 +75,8 @@ func (a *Applier) recover() error {
 	if n := len(recs); n > 0 {
 		last = recs[n-1]
 		a.batch, a.synced = last.Batch, last.Synced
-		a.logger.Info("commit log read", "batches", len(recs), "commit", m.commit)
 	}
+	a.logger.Info("commit log read", "checkpoint", cp != nil, "batches", len(recs), "commit", m.commit)
 	if err := a.loadDocs(last); err != nil {
 		return err
 	}
@@ -61,6 +90,9 @@ func (a *Applier) recover() error {
 	a.removeTemps()
 	if err := a.writeVersions(); err != nil {
 		return err
+	}
+	for name := range m.agents {
+		a.compactJournal(name) // a crash may have come between a commit and its compaction
 	}
 	m.load = a.loadDoc
 	return nil

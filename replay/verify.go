@@ -49,13 +49,30 @@ func Verify(dir, out string) (*VerifyReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	cp, err := readCheckpoint(fs)
+	if err != nil {
+		return nil, err
+	}
+	m := newMachine(DefaultRetainResults)
+	if cp != nil {
+		if m, err = cp.restore(cp.Retain); err != nil {
+			return nil, err
+		}
+		i := 0
+		for i < len(recs) && recs[i].Batch <= cp.Batch {
+			i++
+		}
+		recs = recs[i:]
+	}
 	rep := &VerifyReport{Batches: len(recs)}
 	problem := func(format string, args ...any) {
 		if len(rep.Problems) < 100 {
 			rep.Problems = append(rep.Problems, fmt.Sprintf(format, args...))
 		}
 	}
-	m := newMachine(DefaultRetainResults)
+	if cp != nil && len(recs) > 0 && recs[0].Batch != cp.Batch+1 {
+		problem("checkpoint is at batch %d but the log resumes at batch %d", cp.Batch, recs[0].Batch)
+	}
 	jr := &journalLines{fs: fs}
 	defer jr.close()
 	for _, rec := range recs {
@@ -112,6 +129,9 @@ func Verify(dir, out string) (*VerifyReport, error) {
 			continue
 		}
 		rep.Docs = append(rep.Docs, name)
+		if d.broken != "" {
+			continue // the log says the file was unusable; it is not rebuilt
+		}
 		disk, err := readFile(fs, name)
 		exists := err == nil
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
