@@ -230,6 +230,11 @@ func parseIntentSlow(line []byte) (in Intent, seq uint64, err error) {
 		if err := json.Unmarshal(raw.ID, &in.ID); err != nil {
 			return in, s, fmt.Errorf("%w: id must be a string", ErrBadRecord)
 		}
+		if !utf8.Valid(raw.ID) {
+			// encoding/json has put U+FFFD in place of each bad byte:
+			// reject it, as Validate does for an id built in Go.
+			return in, s, fmt.Errorf("%w: id is not valid UTF-8", ErrBadRecord)
+		}
 	}
 	if raw.Time != nil {
 		if err := json.Unmarshal(raw.Time, &in.Time); err != nil {

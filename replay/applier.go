@@ -87,22 +87,22 @@ type Applier struct {
 	logger hclog.Logger
 
 	// The fields below are owned by the goroutine that calls Open and Step.
-	fs      fsys
-	root    *os.Root
-	lock    *flock.Flock
-	m       *machine
-	batch   uint64                // last batch committed
-	synced  uint64                // last batch whose results are fsynced
-	syncAt  time.Time             // when results were last fsynced
-	logf     fileHandle           // newest commit log segment, O_APPEND
-	logBytes int64                // commit log written since the last checkpoint
-	res     map[string]fileHandle // open results segment per agent
-	dirty   map[string]bool       // results files written since the last sync
-	ids     map[string]fileID     // identity of each document file as last seen
-	warned  map[string]string     // last warning logged per key, to log changes only
-	lastErr map[string]string     // last rejection per agent, for status
-	failed  error                 // set after a fatal error
-	stale   bool                  // a write failed for lack of space: recover before the next batch
+	fs       fsys
+	root     *os.Root
+	lock     *flock.Flock
+	m        *machine
+	batch    uint64                // last batch committed
+	synced   uint64                // last batch whose results are fsynced
+	syncAt   time.Time             // when results were last fsynced
+	logf     fileHandle            // newest commit log segment, O_APPEND
+	logBytes int64                 // commit log written since the last checkpoint
+	res      map[string]fileHandle // open results segment per agent
+	dirty    map[string]bool       // results files written since the last sync
+	ids      map[string]fileID     // identity of each document file as last seen
+	warned   map[string]string     // last warning logged per key, to log changes only
+	lastErr  map[string]string     // last rejection per agent, for status
+	failed   error                 // set after a fatal error
+	stale    bool                  // a write failed for lack of space: recover before the next batch
 
 	// hook is called at each named point of the commit path; crash tests
 	// stop the process there.

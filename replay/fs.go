@@ -45,12 +45,27 @@ type fileHandle interface {
 // rootFS is an fsys on an os.Root: names with "..", absolute names and
 // symbolic links that lead outside the directory all fail (issue: G5).
 // Files are opened with O_NOFOLLOW, so a symbolic link planted where the
-// watcher expects a file is refused, never followed, even inside DIR.
+// watcher expects a file is refused, never followed, even inside DIR; and
+// with O_NONBLOCK, so that a named pipe planted there (even between a
+// check and the open) does not block the watcher: OpenFile opens regular
+// files only, and refuses anything else with errNotRegular.
 type rootFS struct{ root *os.Root }
 
+// errNotRegular is the error of OpenFile on a name that is not a regular
+// file (a named pipe, a device, a socket, a folder).
+var errNotRegular = errors.New("not a regular file")
+
 func (r rootFS) OpenFile(name string, flag int, perm os.FileMode) (fileHandle, error) {
-	f, err := r.root.OpenFile(name, flag|syscall.O_NOFOLLOW, perm)
+	f, err := r.root.OpenFile(name, flag|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, perm)
 	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = &os.PathError{Op: "open", Path: name, Err: fmt.Errorf("%w (%s)", errNotRegular, fi.Mode().Type())}
+	}
+	if err != nil {
+		f.Close()
 		return nil, err
 	}
 	return f, nil

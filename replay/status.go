@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/stateward/stateward/journal"
 )
@@ -56,13 +57,13 @@ func ReadStatus(dir string) (*Status, error) {
 			lk.Unlock()
 		} else if errors.Is(err, ErrLocked) {
 			st.Watcher = "running"
-			if b, err := os.ReadFile(filepath.Join(dir, lockName)); err == nil {
+			if b, err := readRegular(filepath.Join(dir, lockName)); err == nil {
 				st.Watcher = fmt.Sprintf("running (pid %s)", bytes.TrimSpace(b))
 			}
 		}
 	}
 	var vf versionsFile
-	data, err := os.ReadFile(filepath.Join(dir, journal.VersionsPath))
+	data, err := readRegular(filepath.Join(dir, journal.VersionsPath))
 	switch {
 	case err == nil:
 		if err := json.Unmarshal(data, &vf); err != nil {
@@ -77,8 +78,14 @@ func ReadStatus(dir string) (*Status, error) {
 		if dv.Broken != "" {
 			ds.State = "unusable: " + dv.Broken
 		}
-		b, err := os.ReadFile(filepath.Join(dir, name))
+		// Only a regular file is read: a document that is a link is not
+		// followed (out of DIR, perhaps), and a named pipe would block.
+		b, err := readRegular(filepath.Join(dir, name))
 		switch {
+		case errors.Is(err, errNotRegular) || errors.Is(err, syscall.ELOOP):
+			if dv.Broken == "" {
+				ds.State = "unusable: not a regular file"
+			}
 		case err == nil:
 			ds.Size = int64(len(b))
 			if dv.Broken == "" && (!dv.Exists || journal.Hash(b) != dv.SHA256) {
@@ -132,7 +139,10 @@ func backlog(folder string, seg uint64, off int64) (int, int64, error) {
 		if s == seg {
 			start = off
 		}
-		f, err := os.Open(filepath.Join(folder, journal.SegmentName(s)))
+		f, err := openRegular(filepath.Join(folder, journal.SegmentName(s)))
+		if errors.Is(err, errNotRegular) || errors.Is(err, syscall.ELOOP) || errors.Is(err, os.ErrNotExist) {
+			continue // not a segment (any more): the watcher ignores it too
+		}
 		if err != nil {
 			return 0, 0, fmt.Errorf("open journal segment: %w", err)
 		}
@@ -159,4 +169,32 @@ func backlog(folder string, seg uint64, off int64) (int, int64, error) {
 		torn = tail
 	}
 	return n, torn, nil
+}
+
+// openRegular opens a regular file for reading, without following a
+// symbolic link in its last element and without blocking on a named pipe;
+// anything but a regular file is refused with errNotRegular.
+func openRegular(p string) (*os.File, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		if err == nil {
+			err = &os.PathError{Op: "open", Path: p, Err: errNotRegular}
+		}
+		return nil, err
+	}
+	return f, nil
+}
+
+// readRegular reads a whole regular file (see openRegular).
+func readRegular(p string) ([]byte, error) {
+	f, err := openRegular(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
 }

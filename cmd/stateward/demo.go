@@ -186,6 +186,17 @@ func (m *Main) runAgents(ctx context.Context, d string, n int, tick func()) ([]a
 		err error
 	}
 	results := make(chan done, n)
+	// On an early return (a failed start, or ctx done), stop the agents
+	// already started rather than leave them behind.
+	var started []*exec.Cmd
+	finished := false
+	defer func() {
+		if !finished {
+			for _, cmd := range started {
+				cmd.Process.Kill()
+			}
+		}
+	}()
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("agent-%d", i)
 		cmd, err := m.command("demo-agent", "--dir", d, "--agent", name)
@@ -201,6 +212,7 @@ func (m *Main) runAgents(ctx context.Context, d string, n int, tick func()) ([]a
 		if err := cmd.Start(); err != nil {
 			return nil, fmt.Errorf("start %s: %w", name, err)
 		}
+		started = append(started, cmd)
 		go func() {
 			var sum agentSummary
 			derr := json.NewDecoder(bufio.NewReader(out)).Decode(&sum)
@@ -229,6 +241,7 @@ func (m *Main) runAgents(ctx context.Context, d string, n int, tick func()) ([]a
 			return nil, ctx.Err()
 		}
 	}
+	finished = true
 	tick()
 	return sums, errors.Join(errs...)
 }
@@ -342,10 +355,21 @@ func (m *Main) demoAgent(ctx context.Context, args []string) int {
 	dir := fs.String("dir", "", "state directory")
 	agent := fs.String("agent", "", "agent name")
 	maxClaims := fs.Int("max-claims", 0, "stop after this many claims (0: until the board is empty)")
-	if _, err := parse(fs, args); err != nil {
+	pos, err := parse(fs, args)
+	if err != nil {
 		return usageExit(err)
 	}
-	sum, err := runDemoAgent(ctx, *dir, *agent, *maxClaims)
+	d, err := m.stateDir(*dir)
+	if err != nil {
+		return m.usageErr("demo-agent", "%v", err)
+	}
+	switch {
+	case len(pos) > 0:
+		return m.usageErr("demo-agent", "unexpected argument %q", pos[0])
+	case *agent == "":
+		return m.usageErr("demo-agent", "--agent is required")
+	}
+	sum, err := runDemoAgent(ctx, d, *agent, *maxClaims)
 	if err != nil {
 		return m.fail("demo-agent", err)
 	}
@@ -357,7 +381,7 @@ func (m *Main) demoAgent(ctx context.Context, args []string) int {
 // picks an open task at random, submits "test open, replace status and
 // assignee" and waits; each claim it wins is counted with an inc.
 func runDemoAgent(ctx context.Context, d, agent string, maxClaims int) (agentSummary, error) {
-	sum := agentSummary{Agent: agent, Claimed: []string{}}
+	sum := agentSummary{Agent: agent, Claimed: []string{}, Results: []uint64{}}
 	w, err := journal.OpenWriter(d, agent)
 	if err != nil {
 		return sum, err

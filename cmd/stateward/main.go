@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Exit codes (§8).
@@ -44,12 +45,21 @@ type Main struct {
 	// (demo starts its watcher and agents with it); by default it is the
 	// running executable.
 	Self func(args ...string) *exec.Cmd
+
+	// Seams for tests, unset in production. hook is called at named points
+	// of watch: "recovery" just before recovery runs, on the goroutine that
+	// runs it; "heartbeat" on the apply loop at every heartbeat, so that a
+	// test can wedge the loop by blocking there. extendEvery, if > 0,
+	// replaces extendEvery.
+	hook        func(point string)
+	extendEvery time.Duration
 }
 
 const usage = `stateward: many agents, one shared JSON state, no locks.
 
 Usage:
-  stateward watch  --dir DIR [--log-level LEVEL] [--log-format text|json]
+  stateward watch  --dir DIR [--log-level LEVEL] [--log-level-file FILE]
+                   [--log-format text|json]
   stateward submit --dir DIR --agent NAME --file DOC [--if-version N] [--id ID]
                    [--merge] [--wait] [--timeout DURATION] [PATCH]
   stateward read   --dir DIR DOC
@@ -70,6 +80,7 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 	cmds := map[string]func(context.Context, []string) int{
 		"watch":      m.watch,
 		"submit":     m.submit,
+		"update":     m.update,
 		"read":       m.read,
 		"status":     m.status,
 		"replay":     m.replay,
