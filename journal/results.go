@@ -19,6 +19,10 @@ const (
 	DefaultFallbackPoll = 20 * time.Millisecond
 )
 
+// ErrResultGone is returned by Results.Wait for a result that was written
+// but has since been deleted under the watcher's retention policy.
+var ErrResultGone = errors.New("journal: result no longer retained")
+
 // Results follows one agent's results folder, results/<agent>/ under a state
 // directory, and hands out results by seq. It is not safe for concurrent use.
 type Results struct {
@@ -30,6 +34,7 @@ type Results struct {
 	off    int64  // offset in it of the next unread line
 	floor  uint64 // lowest seq kept; results below it are dropped
 	found  map[uint64]Result
+	oldest uint64 // first seq of the oldest results segment at the last scan
 	inited bool
 }
 
@@ -100,6 +105,11 @@ func (r *Results) Wait(ctx context.Context, seq uint64) (Result, error) {
 			delete(r.found, seq)
 			return res, nil
 		}
+		if r.oldest > seq {
+			// Results are written in seq order and a segment is named by
+			// its first: seq's result was in a segment since deleted.
+			return Result{}, fmt.Errorf("%w: seq %d (the oldest results segment starts at %d)", ErrResultGone, seq, r.oldest)
+		}
 		select {
 		case <-ctx.Done():
 			return Result{}, fmt.Errorf("wait for result of seq %d: %w", seq, ctx.Err())
@@ -128,6 +138,7 @@ func (r *Results) scan() error {
 	if err != nil || len(segs) == 0 {
 		return err
 	}
+	r.oldest = segs[0]
 	if r.seg == 0 {
 		// Start at the newest segment that begins at or before floor, and
 		// whose first line is an original result: one that begins with a

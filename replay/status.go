@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,6 +25,30 @@ type Status struct {
 	Batch   uint64        `json:"batch"`
 	Docs    []DocStatus   `json:"docs"`
 	Agents  []AgentStatus `json:"agents"`
+	Disk    DiskUsage     `json:"disk"`
+}
+
+// DiskUsage is the bytes each part of the state directory takes (G7).
+type DiskUsage struct {
+	Documents   int64 `json:"documents"`
+	Journals    int64 `json:"journals"`
+	Results     int64 `json:"results"`
+	CommitLog   int64 `json:"commit_log"`
+	Checkpoints int64 `json:"checkpoints"`
+}
+
+// du returns the bytes of the regular files under p (not following links).
+func du(p string) int64 {
+	var n int64
+	filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }
 
 // DocStatus is one document in Status.
@@ -46,7 +71,7 @@ type AgentStatus struct {
 
 // ReadStatus gathers the Status of the state directory dir.
 func ReadStatus(dir string) (*Status, error) {
-	st := &Status{Dir: dir, Watcher: "stopped"}
+	st := &Status{Dir: dir, Watcher: "stopped", Docs: []DocStatus{}, Agents: []AgentStatus{}}
 	if fi, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	} else if !fi.IsDir() {
@@ -102,9 +127,14 @@ func ReadStatus(dir string) (*Status, error) {
 	}
 	slices.SortFunc(st.Docs, func(a, b DocStatus) int { return strings.Compare(a.File, b.File) })
 
-	ents, err := os.ReadDir(filepath.Join(dir, "journal"))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("list journals: %w", err)
+	// A journal folder that is a link is not followed (the watcher
+	// refuses to start on one): no agents to show.
+	var ents []os.DirEntry
+	if fi, err := os.Lstat(filepath.Join(dir, "journal")); err == nil && fi.IsDir() {
+		ents, err = os.ReadDir(filepath.Join(dir, "journal"))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("list journals: %w", err)
+		}
 	}
 	for _, e := range ents {
 		if !e.IsDir() || !journal.ValidAgentName(e.Name()) {
@@ -120,6 +150,13 @@ func ReadStatus(dir string) (*Status, error) {
 		}
 		st.Agents = append(st.Agents, as)
 	}
+	for _, ds := range st.Docs {
+		st.Disk.Documents += ds.Size
+	}
+	st.Disk.Journals = du(filepath.Join(dir, "journal"))
+	st.Disk.Results = du(filepath.Join(dir, "results"))
+	st.Disk.CommitLog = du(filepath.Join(dir, logDir))
+	st.Disk.Checkpoints = du(filepath.Join(dir, checkpointDir))
 	return st, nil
 }
 

@@ -50,7 +50,8 @@ type Main struct {
 	// of watch: "recovery" just before recovery runs, on the goroutine that
 	// runs it; "heartbeat" on the apply loop at every heartbeat, so that a
 	// test can wedge the loop by blocking there. extendEvery, if > 0,
-	// replaces extendEvery.
+	// replaces the constant extendEvery: how often a recovery still
+	// running asks systemd for more time.
 	hook        func(point string)
 	extendEvery time.Duration
 }

@@ -62,5 +62,21 @@ func (m *Main) status(ctx context.Context, args []string) int {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", as.Agent, as.Seq, as.Backlog, torn, last)
 	}
 	tw.Flush()
+	use := st.Disk
+	fmt.Fprintf(m.Stdout, "\ndisk: documents %s, journals %s, results %s, commit log %s, checkpoints %s\n",
+		humanBytes(use.Documents), humanBytes(use.Journals), humanBytes(use.Results), humanBytes(use.CommitLog), humanBytes(use.Checkpoints))
 	return exitOK
+}
+
+// humanBytes formats a byte count for people.
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }

@@ -128,6 +128,12 @@ func (m *Main) watch(ctx context.Context, args []string) int {
 	maxAgent := fs.Int("max-agent-batch", replay.DefaultMaxAgentBatch, "most lines one agent contributes to a batch")
 	retain := fs.Int("retain-results", replay.DefaultRetainResults, "results kept per agent to answer retries")
 	rescan := fs.Duration("rescan", watcher.DefaultRescanInterval, "periodic rescan of every journal")
+	batchBytes := fs.Int64("max-batch-bytes", replay.DefaultMaxBatchBytes, "most bytes of journal lines one batch holds in memory (shared evenly by the agents)")
+	docSize := fs.Int64("max-doc-size", replay.DefaultMaxDocSize, "largest document file read; a larger one is reported unusable")
+	checkpoint := fs.Int64("checkpoint-bytes", replay.DefaultCheckpointBytes, "commit log size after which a checkpoint is written and the log behind it deleted")
+	resSeg := fs.Int64("result-segment-size", replay.DefaultResultSegmentSize, "size past which an agent's results continue in a new segment")
+	resKept := fs.Int("result-segments-kept", replay.DefaultResultSegmentsKept, "result segments always kept per agent")
+	resAge := fs.Duration("result-retention", replay.DefaultResultRetention, "older result segments beyond --result-segments-kept are deleted after this long")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return usageExit(err)
@@ -150,6 +156,10 @@ func (m *Main) watch(ctx context.Context, args []string) int {
 		return m.usageErr("watch", "--max-agent-batch must be >= 1")
 	case *retain < 1:
 		return m.usageErr("watch", "--retain-results must be >= 1")
+	case *batchBytes < 1, *docSize < 1, *checkpoint < 1, *resSeg < 1:
+		return m.usageErr("watch", "--max-batch-bytes, --max-doc-size, --checkpoint-bytes and --result-segment-size must be >= 1")
+	case *resKept < 1 || *resAge < 0:
+		return m.usageErr("watch", "--result-segments-kept must be >= 1 and --result-retention >= 0")
 	}
 	src, err := m.logLevelSource(*level, *levelFile)
 	if err != nil {
@@ -173,6 +183,8 @@ func (m *Main) watch(ctx context.Context, args []string) int {
 
 	a := replay.NewApplier(d, logger.Named("replay"))
 	a.MaxLine, a.MaxBatch, a.MaxAgentBatch, a.RetainResults = *maxLine, *maxBatch, *maxAgent, *retain
+	a.MaxBatchBytes, a.MaxDocSize, a.CheckpointBytes = *batchBytes, *docSize, *checkpoint
+	a.ResultSegmentSize, a.ResultSegmentsKept, a.ResultRetention = *resSeg, *resKept, *resAge
 	recovering := "recovering " + d + ": replaying the commit log"
 	if v, err := journal.ReadVersions(d); err == nil && v.Commit > 0 {
 		recovering += fmt.Sprintf(" (last known commit %d)", v.Commit)
