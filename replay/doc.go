@@ -23,8 +23,12 @@
 //	DIR/<name>.json                      documents (replaced by rename)
 //	DIR/results/<agent>/<N>.jsonl        results, one line per processed line
 //	DIR/.stateward/lock                  flock, holder's pid (G6)
-//	DIR/.stateward/commits/<B>.log       the commit log, from batch B
+//	DIR/.stateward/commits/<B>.jsonl     the commit log, from batch B
+//	DIR/.stateward/checkpoints/<B>.json  the newest checkpoint (G7)
 //	DIR/.stateward/versions.json         versions and hashes, for readers
+//
+// Every access goes through an os.Root on DIR (fs.go): no name, ".." or
+// symbolic link leads outside it, and a document must be a regular file.
 //
 // The commit log has one line per batch:
 //
@@ -57,7 +61,10 @@
 //     in DIR, fsync, rename (natefinch/atomic), then one fsync of DIR;
 //  4. replaces versions.json (not fsynced: recovery rewrites it);
 //  5. appends each agent's result lines (fsynced every
-//     ResultsSyncInterval; recovery re-derives them from the log).
+//     ResultsSyncInterval; recovery re-derives them from the log);
+//  6. compacts: deletes journal segments wholly behind their agent's
+//     cursor, prunes old result segments, and past CheckpointBytes of log
+//     writes a checkpoint and deletes the log and checkpoints behind it.
 //
 // A result appears only after its document is durable and versions.json
 // names its version, so an agent that reads the file after its result sees
@@ -66,9 +73,9 @@
 //
 // # Crash windows and how recovery closes them
 //
-// Recovery reads the whole commit log, folds it into the machine's
-// bookkeeping (positions, versions, retained results), then compares the
-// files with it:
+// Recovery reads the newest checkpoint and the commit log after it, folds
+// them into the machine's bookkeeping (positions, versions, retained
+// results), then compares the files with it:
 //
 //	W1 before the commit record is durable (steps 1-2): the batch never
 //	   happened. Nothing was acknowledged; positions come from the previous
@@ -92,14 +99,21 @@
 //	   record (step 1), and the record carries them, so the adoption is
 //	   replayable.
 //
+//	W8 while writing a checkpoint: a checkpoint is used only once renamed
+//	   into place, and its folder is fsynced before the log behind it is
+//	   deleted; records it covers that are still there are skipped.
+//	W9 while deleting journal segments or result segments: only what the
+//	   durable log and the fsynced results no longer need is deleted, so a
+//	   deletion undone by a power loss, or not done, changes nothing.
+//
 // A document that differs from the log in any other way was changed by
 // someone else after the last commit: the first Step adopts it as a new
 // version, logged, and never overwrites it silently (§6).
 //
 // # Determinism
 //
-// Verify replays the whole log from empty documents through the same
-// machine and checks every decision, every batch's document hashes, the
+// Verify replays the log from the newest checkpoint (or from empty
+// documents) through the same machine and checks every decision, every batch's document hashes, the
 // journal lines the log copied, and the final bytes on disk (G3). The
 // document encoding is deterministic: object keys sorted, two-space
 // indentation, numbers kept as written, one "\n" at the end.

@@ -34,6 +34,9 @@ type VerifyReport struct {
 // It takes the directory's lock for its duration, so it fails with an error
 // wrapping ErrLocked while a watcher runs.
 func Verify(dir, out string) (*VerifyReport, error) {
+	if fi, err := os.Stat(filepath.Join(dir, privateDir)); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("%s has no %s folder: no watcher has ever run on it, so there is nothing to replay", dir, privateDir)
+	}
 	lk, err := TryLock(dir)
 	if err != nil {
 		return nil, err

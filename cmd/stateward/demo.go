@@ -63,6 +63,8 @@ func (m *Main) demo(ctx context.Context, args []string) int {
 		}
 	} else if err := os.MkdirAll(d, 0o755); err != nil {
 		return m.fail("demo", err)
+	} else if _, err := os.Stat(filepath.Join(d, ".stateward")); err == nil {
+		return m.usageErr("demo", "%s has been used before: give a new --dir (the demo sets up its own board)", d)
 	}
 	fmt.Fprintf(m.Stdout, "stateward demo: %d agents race for %d tasks in %s\n", *agents, *tasks, d)
 
