@@ -23,7 +23,7 @@ type item struct {
 
 // readJournals reads the ready lines of every agent, interleaved fairly:
 // the first line of each agent, then the second of each, and so on, up to
-// MaxBatch lines.
+// MaxBatch lines, starting with a different agent at each batch.
 func (a *Applier) readJournals() ([]item, error) {
 	ents, err := a.fs.ReadDir("journal")
 	if errors.Is(err, os.ErrNotExist) {
@@ -69,10 +69,28 @@ func (a *Applier) readJournals() ([]item, error) {
 			per = append(per, its)
 		}
 	}
+	// A journal folder the watcher has read from and that is gone: say
+	// so; reading resumes where it was if the folder comes back.
+	listed := make(map[string]bool, len(ents))
+	for _, e := range ents {
+		listed[e.Name()] = true
+	}
+	for name, st := range a.m.agents {
+		if st.cur.Segment != 0 && !listed[name] {
+			a.warnOnce("gone:"+name, "journal folder is gone; waiting for it to come back", "agent", name, "folder", path.Join("journal", name))
+		}
+	}
+	// Each round starts at a different agent, so that no agent always wins
+	// the ties between intents of one batch on the same version.
 	var out []item
+	start := 0
+	if len(per) > 0 {
+		start = int(a.batch % uint64(len(per)))
+	}
 	for i := 0; len(out) < a.MaxBatch; i++ {
 		took := false
-		for _, its := range per {
+		for k := range per {
+			its := per[(start+k)%len(per)]
 			if i < len(its) && len(out) < a.MaxBatch {
 				out = append(out, its[i])
 				took = true

@@ -63,6 +63,8 @@ Usage:
                    [--log-format text|json]
   stateward submit --dir DIR --agent NAME --file DOC [--if-version N] [--id ID]
                    [--merge] [--wait] [--timeout DURATION] [PATCH]
+  stateward update --dir DIR --agent NAME --file DOC [--retries N] [--merge]
+                   [--skip-if-version] [--timeout DURATION] -- COMMAND...
   stateward read   --dir DIR DOC
   stateward status --dir DIR [--json]
   stateward replay --dir DIR (--verify | --out DIR2)
