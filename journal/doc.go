@@ -42,4 +42,13 @@
 //	rec, err := w.Append(journal.Intent{File: "tasks.json", Patch: patch})
 //	res, err := journal.WaitResult(ctx, dir, "agent-1", rec.Seq)
 //	doc, err := journal.ReadDocument(ctx, dir, "tasks.json") // data + version
+//
+// Read-modify-write with optimistic concurrency (if_version, retried with
+// backoff on conflict):
+//
+//	r, err := journal.OpenResults(dir, "agent-1")
+//	u := journal.NewUpdater(w, r)
+//	res, attempts, err := u.Update(ctx, "state.json", func(doc journal.Document) (journal.Intent, error) {
+//		return journal.Intent{Merge: []byte(`{"phase":"review"}`)}, nil
+//	})
 package journal
