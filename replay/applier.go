@@ -270,19 +270,20 @@ func (a *Applier) Agents() int {
 
 // mkdir creates a folder (one level) under the state directory, if it is
 // not there, and makes its entry durable. Something else in its place is an
-// error: the watcher never writes through a symbolic link.
+// error: the watcher never writes through a symbolic link. It may run in a
+// goroutine of parallel: the caller classifies its error (fail).
 func (a *Applier) mkdir(rel string) error {
 	if fi, err := a.fs.Lstat(rel); err == nil {
 		if !fi.IsDir() {
-			return a.fail(fmt.Errorf("%s in %s is not a folder (%s): move it away", rel, a.dir, fi.Mode().Type()))
+			return fmt.Errorf("%s in %s is not a folder (%s): move it away", rel, a.dir, fi.Mode().Type())
 		}
 		return nil
 	}
 	if err := a.fs.Mkdir(rel, journal.DirMode); err != nil && !errors.Is(err, os.ErrExist) {
-		return a.fail(fmt.Errorf("create %s: %w", rel, err))
+		return fmt.Errorf("create %s: %w", rel, err)
 	}
 	if err := syncDir(a.fs, path.Dir(rel)); err != nil {
-		return a.fail(fmt.Errorf("sync folder of %s: %w", rel, err))
+		return fmt.Errorf("sync folder of %s: %w", rel, err)
 	}
 	return nil
 }
@@ -428,21 +429,40 @@ func (a *Applier) commit(entries []entry, moved map[string]cursor, prevSeg map[s
 	// lines it consumed (an agent may not have finished its own fsync, and
 	// a line lost after the record would let the agent reuse its seq), and
 	// the bytes of documents it adopted.
-	a.point("before-input-sync")
-	if err := a.syncInputs(entries); err != nil {
-		return a.fail(err)
+	// The commit record waits for its inputs; the documents' temp files,
+	// invisible until renamed, are written and fsynced meanwhile.
+	temps := make([]string, len(write))
+	steps := []func() error{func() error {
+		a.point("before-input-sync")
+		if err := a.syncInputs(entries); err != nil {
+			return err
+		}
+		a.point("before-commit-write")
+		return a.appendLog(rec.Batch, line)
+	}}
+	for i, name := range write {
+		steps = append(steps, func() error {
+			tmp, err := prepareDoc(a.fs, name, m.docs[name].data, a.DocMode, a.point)
+			temps[i] = tmp
+			if err != nil {
+				return fmt.Errorf("write document %s: %w", name, err)
+			}
+			return nil
+		})
 	}
-	a.point("before-commit-write")
-	if err := a.appendLog(rec.Batch, line); err != nil {
+	if err := parallel(steps...); err != nil {
+		for _, tmp := range temps {
+			if tmp != "" {
+				a.fs.Remove(tmp)
+			}
+		}
 		return a.fail(err)
 	}
 	a.batch = rec.Batch
 	a.logBytes += int64(len(line))
-	for _, name := range write {
-		d := m.docs[name]
-		d.dirty = false
-		a.point("before-doc-write:" + name)
-		if err := writeDoc(a.fs, name, d.data, a.DocMode, a.point); err != nil {
+	for i, name := range write {
+		m.docs[name].dirty = false
+		if err := publishDoc(a.fs, temps[i], name); err != nil {
 			return a.fail(fmt.Errorf("write document %s: %w", name, err))
 		}
 		a.point("after-doc-rename:" + name)
@@ -491,14 +511,15 @@ func (a *Applier) commit(entries []entry, moved map[string]cursor, prevSeg map[s
 	return nil
 }
 
-// syncInputs fsyncs the journal segments the entries came from and the
-// adopted documents with their directory.
+// syncInputs fsyncs, concurrently, the journal segments the entries came
+// from and the adopted documents, then their directory.
 func (a *Applier) syncInputs(entries []entry) error {
 	type segKey struct {
 		agent string
 		seg   uint64
 	}
 	seen := map[segKey]bool{}
+	var syncs []func() error
 	for _, e := range entries {
 		k := segKey{e.Agent, e.Segment}
 		if seen[k] {
@@ -506,15 +527,26 @@ func (a *Applier) syncInputs(entries []entry) error {
 		}
 		seen[k] = true
 		name := path.Join("journal", e.Agent, journal.SegmentName(e.Segment))
-		if err := a.syncPath(name); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("sync journal segment %s: %w", name, err)
-		}
+		syncs = append(syncs, func() error {
+			if err := a.syncPath(name); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("sync journal segment %s: %w", name, err)
+			}
+			return nil
+		})
 	}
 	for _, ad := range a.m.adopted {
 		if ad.Exists {
-			if err := a.syncPath(ad.File); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("sync adopted document %s: %w", ad.File, err)
-			}
+			syncs = append(syncs, func() error {
+				if err := a.syncPath(ad.File); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("sync adopted document %s: %w", ad.File, err)
+				}
+				return nil
+			})
+		}
+	}
+	if len(syncs) > 0 {
+		if err := parallel(syncs...); err != nil {
+			return err
 		}
 	}
 	if len(a.m.adopted) > 0 {

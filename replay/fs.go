@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/stateward/stateward/journal"
@@ -167,17 +168,28 @@ func isTemp(name string) bool { return strings.HasPrefix(name, tempPrefix) }
 // document. A new document gets mode perm (before the umask); an existing
 // one keeps its mode. point is called between the steps.
 func writeDoc(fs fsys, name string, data []byte, perm os.FileMode, point func(string)) error {
+	tmp, err := prepareDoc(fs, name, data, perm, point)
+	if err != nil {
+		return err
+	}
+	return publishDoc(fs, tmp, name)
+}
+
+// prepareDoc writes and fsyncs the temp file that will replace document
+// name, and returns its name. Nothing is visible yet.
+func prepareDoc(fs fsys, name string, data []byte, perm os.FileMode, point func(string)) (string, error) {
 	if fi, err := fs.Lstat(name); err == nil && fi.Mode().IsRegular() {
 		perm = fi.Mode().Perm()
 	}
 	var rnd [6]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
-		return err
+		return "", err
 	}
 	tmp := tempPrefix + name + "-" + hex.EncodeToString(rnd[:])
+	point("before-doc-write:" + name)
 	f, err := fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
-		return fmt.Errorf("create temp file for %s: %w", name, err)
+		return "", fmt.Errorf("create temp file for %s: %w", name, err)
 	}
 	_, err = f.Write(data)
 	if err == nil {
@@ -189,12 +201,53 @@ func writeDoc(fs fsys, name string, data []byte, perm os.FileMode, point func(st
 	}
 	if err != nil {
 		fs.Remove(tmp)
-		return fmt.Errorf("write temp file for %s: %w", name, err)
+		return "", fmt.Errorf("write temp file for %s: %w", name, err)
 	}
 	point("after-doc-temp-sync:" + name)
+	return tmp, nil
+}
+
+// publishDoc renames a prepared temp file over its document.
+func publishDoc(fs fsys, tmp, name string) error {
 	if err := fs.Rename(tmp, name); err != nil {
 		fs.Remove(tmp)
 		return fmt.Errorf("rename temp file over %s: %w", name, err)
 	}
 	return nil
+}
+
+// parallel runs fns concurrently and returns their errors joined. A panic
+// in one (a crash test's simulated crash) is raised again in the caller
+// once all have returned.
+func parallel(fns ...func() error) error {
+	if len(fns) == 1 {
+		return fns[0]()
+	}
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		panicked any
+	)
+	errs := make([]error, len(fns))
+	for i, fn := range fns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				if r := recover(); r != nil {
+					mu.Lock()
+					if panicked == nil {
+						panicked = r
+					}
+					mu.Unlock()
+				}
+			}()
+			errs[i] = fn()
+		}()
+	}
+	wg.Wait()
+	if panicked != nil {
+		panic(panicked)
+	}
+	return errors.Join(errs...)
 }
