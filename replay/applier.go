@@ -42,7 +42,15 @@ const (
 	// not be fsynced one by one.
 	DefaultResultsSyncInterval = time.Second
 	// DefaultDocMode is the mode of a new document, before the umask.
-	DefaultDocMode = 0o664
+	DefaultDocMode = 0o644
+)
+
+// Modes of what the watcher creates besides documents, before the umask:
+// only the watcher writes them; agents (the group) read them. The journal
+// folder is the exception: agents create their folders in it.
+const (
+	privateDirMode  = 0o755
+	privateFileMode = 0o644
 )
 
 // Paths under the state directory that belong to the watcher.
@@ -279,7 +287,11 @@ func (a *Applier) mkdir(rel string) error {
 		}
 		return nil
 	}
-	if err := a.fs.Mkdir(rel, journal.DirMode); err != nil && !errors.Is(err, os.ErrExist) {
+	mode := os.FileMode(privateDirMode)
+	if rel == "journal" {
+		mode = journal.DirMode
+	}
+	if err := a.fs.Mkdir(rel, mode); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("create %s: %w", rel, err)
 	}
 	if err := syncDir(a.fs, path.Dir(rel)); err != nil {
@@ -591,7 +603,7 @@ func (a *Applier) appendLog(batch uint64, line []byte) error {
 			return err
 		}
 		name := path.Join(logDir, journal.SegmentName(batch))
-		f, err := a.fs.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		f, err := a.fs.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, privateFileMode)
 		if err != nil {
 			return fmt.Errorf("create commit log %s: %w", name, err)
 		}
@@ -647,7 +659,7 @@ func (a *Applier) openResults(agent string, seg uint64, flag int) (fileHandle, e
 	}
 	name := path.Join(folder, journal.SegmentName(seg))
 	_, statErr := a.fs.Lstat(name)
-	f, err := a.fs.OpenFile(name, flag|os.O_CREATE, journal.FileMode)
+	f, err := a.fs.OpenFile(name, flag|os.O_CREATE, privateFileMode)
 	if err != nil {
 		return nil, fmt.Errorf("open results %s: %w", name, err)
 	}
@@ -715,15 +727,7 @@ func (a *Applier) writeVersions() error {
 		return fmt.Errorf("encode versions: %w", err)
 	}
 	tmp := journal.VersionsPath + ".tmp"
-	f, err := a.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if errors.Is(err, os.ErrExist) {
-		// Left by a crash, or planted (a link, a pipe): remove the name,
-		// never what it points to, and create the file afresh.
-		if err := a.fs.Remove(tmp); err != nil {
-			return fmt.Errorf("remove stale %s: %w", tmp, err)
-		}
-		f, err = a.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	}
+	f, err := createFresh(a.fs, tmp, privateFileMode)
 	if err != nil {
 		return fmt.Errorf("write versions: %w", err)
 	}

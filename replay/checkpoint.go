@@ -150,7 +150,7 @@ func (a *Applier) checkpoint() error {
 	}
 	name := path.Join(checkpointDir, checkpointName(a.batch))
 	tmp := name + ".tmp"
-	f, err := a.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := createFresh(a.fs, tmp, privateFileMode)
 	if err != nil {
 		return fmt.Errorf("create checkpoint: %w", err)
 	}

@@ -58,7 +58,8 @@
 //     depends on must not vanish after a power loss);
 //  2. appends the commit record and fsyncs the log;
 //  3. writes each changed document, encoded once for the batch: temp file
-//     in DIR, fsync, rename (natefinch/atomic), then one fsync of DIR;
+//     in DIR, fsync, rename (fs.go; written while the commit record is
+//     being made durable, renamed only after), then one fsync of DIR;
 //  4. replaces versions.json (not fsynced: recovery rewrites it);
 //  5. appends each agent's result lines (fsynced every
 //     ResultsSyncInterval; recovery re-derives them from the log);

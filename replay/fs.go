@@ -207,6 +207,20 @@ func prepareDoc(fs fsys, name string, data []byte, perm os.FileMode, point func(
 	return tmp, nil
 }
 
+// createFresh creates a new file for writing. Something already at name
+// (left by a crash, or planted: a link, a pipe) is removed first, never
+// what it points to.
+func createFresh(fs fsys, name string, perm os.FileMode) (fileHandle, error) {
+	f, err := fs.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if errors.Is(err, os.ErrExist) {
+		if err := fs.Remove(name); err != nil {
+			return nil, fmt.Errorf("remove stale %s: %w", name, err)
+		}
+		f, err = fs.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	}
+	return f, err
+}
+
 // publishDoc renames a prepared temp file over its document.
 func publishDoc(fs fsys, tmp, name string) error {
 	if err := fs.Rename(tmp, name); err != nil {
