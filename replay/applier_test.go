@@ -555,4 +555,22 @@ func TestVerify_FindsDifferences(t *testing.T) {
 	if len(rep.Problems) == 0 || !strings.Contains(rep.Problems[0], "v.json") {
 		t.Errorf("Verify after tampering: %q, want a difference naming v.json", rep.Problems)
 	}
+
+	// A journal line rewritten after it was processed no longer matches
+	// the copy in the log.
+	seg := filepath.Join(dir, "journal", "a", journal.SegmentName(1))
+	line, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(seg, bytes.Replace(line, []byte(`"a":1`), []byte(`"a":7`), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = Verify(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(rep.Problems, "\n"), "differs from the logged intent") {
+		t.Errorf("Verify after rewriting a journal line: %q, want it to name the line", rep.Problems)
+	}
 }
