@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -320,6 +321,12 @@ func ListSegments(folder string) ([]uint64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list segments in %s: %w", folder, err)
 	}
+	return Segments(ents), nil
+}
+
+// Segments returns the first seqs of the segments among a folder's
+// entries, in order: regular files named as segments, nothing else.
+func Segments(ents []fs.DirEntry) []uint64 {
 	var segs []uint64
 	for _, e := range ents {
 		if n, ok := ParseSegmentName(e.Name()); ok && e.Type().IsRegular() {
@@ -327,7 +334,7 @@ func ListSegments(folder string) ([]uint64, error) {
 		}
 	}
 	slices.Sort(segs)
-	return segs, nil
+	return segs
 }
 
 // SyncDir fsyncs a directory, making the entries created or renamed in it

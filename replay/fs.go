@@ -145,14 +145,7 @@ func listSegments(fs fsys, folder string) ([]uint64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list segments in %s: %w", folder, err)
 	}
-	var segs []uint64
-	for _, e := range ents {
-		if n, ok := journal.ParseSegmentName(e.Name()); ok && e.Type().IsRegular() {
-			segs = append(segs, n)
-		}
-	}
-	slices.Sort(segs)
-	return segs, nil
+	return journal.Segments(ents), nil
 }
 
 // tempPrefix starts the names of the temporary files of document writes.
