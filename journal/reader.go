@@ -34,7 +34,7 @@ type Reader struct {
 // NewReader returns a Reader of r, whose first byte is at offset off of its
 // segment.
 func NewReader(r io.Reader, off int64) *Reader {
-	return &Reader{MaxLine: DefaultMaxLine, br: bufio.NewReaderSize(r, 64<<10), off: off}
+	return &Reader{MaxLine: DefaultMaxLine, br: bufio.NewReaderSize(r, 8<<10), off: off}
 }
 
 // Offset returns the offset just past the last complete line returned or

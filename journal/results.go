@@ -34,6 +34,7 @@ type Results struct {
 	off    int64  // offset in it of the next unread line
 	floor  uint64 // lowest seq kept; results below it are dropped
 	found  map[uint64]Result
+	f      *os.File // segment seg, kept open between scans
 	oldest uint64 // first seq of the oldest results segment at the last scan
 	inited bool
 }
@@ -73,10 +74,18 @@ func (r *Results) addWatch() {
 
 // Close stops following.
 func (r *Results) Close() error {
+	r.closeSegment()
 	if r.w != nil {
 		return r.w.Close()
 	}
 	return nil
+}
+
+func (r *Results) closeSegment() {
+	if r.f != nil {
+		r.f.Close()
+		r.f = nil
+	}
 }
 
 // Wait returns the result for seq, waiting for it until ctx is done. It
@@ -87,6 +96,7 @@ func (r *Results) Wait(ctx context.Context, seq uint64) (Result, error) {
 		return Result{}, fmt.Errorf("%w: seq must be >= 1", ErrBadRecord)
 	}
 	if r.seg == 0 || seq < r.floor {
+		r.closeSegment()
 		r.seg, r.off, r.floor = 0, 0, seq
 		clear(r.found)
 	}
@@ -98,8 +108,17 @@ func (r *Results) Wait(ctx context.Context, seq uint64) (Result, error) {
 		events, errs = r.w.Events, r.w.Errors
 	}
 	for {
-		if err := r.scan(); err != nil {
-			return Result{}, err
+		// First read on in the open segment, the common case; list the
+		// folder (a new segment? a deleted one?) only if that did not do.
+		if r.f != nil {
+			if err := r.readSegment(); err != nil {
+				return Result{}, err
+			}
+		}
+		if _, ok := r.found[seq]; !ok {
+			if err := r.scan(); err != nil {
+				return Result{}, err
+			}
 		}
 		if res, ok := r.found[seq]; ok {
 			delete(r.found, seq)
@@ -160,6 +179,7 @@ func (r *Results) scan() error {
 			continue
 		}
 		if s > r.seg {
+			r.closeSegment()
 			r.seg, r.off = s, 0
 		}
 		if err := r.readSegment(); err != nil {
@@ -191,18 +211,24 @@ func (r *Results) startsWithOriginal(seg uint64) bool {
 
 func (r *Results) readSegment() error {
 	p := filepath.Join(r.path, SegmentName(r.seg))
-	f, err := os.Open(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil // compacted away under us: the next listing moves on
+	if r.f == nil {
+		f, err := os.Open(p)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // compacted away under us: the next listing moves on
+		}
+		if err != nil {
+			return fmt.Errorf("open results %s: %w", p, err)
+		}
+		r.f = f
 	}
+	fi, err := r.f.Stat()
 	if err != nil {
-		return fmt.Errorf("open results %s: %w", p, err)
+		return fmt.Errorf("stat results %s: %w", p, err)
 	}
-	defer f.Close()
-	if _, err := f.Seek(r.off, io.SeekStart); err != nil {
-		return fmt.Errorf("seek results %s: %w", p, err)
+	if fi.Size() <= r.off {
+		return nil
 	}
-	rd := NewReader(f, r.off)
+	rd := NewReader(io.NewSectionReader(r.f, r.off, fi.Size()-r.off), r.off)
 	rd.MaxLine = 1<<63 - 1
 	for {
 		rec, err := rd.Next()

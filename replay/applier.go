@@ -107,6 +107,7 @@ type Applier struct {
 	res      map[string]fileHandle // open results segment per agent
 	dirty    map[string]bool       // results files written since the last sync
 	ids      map[string]fileID     // identity of each document file as last seen
+	listings map[string]listing    // each agent's journal segments, as last listed
 	warned   map[string]string     // last warning logged per key, to log changes only
 	lastErr  map[string]string     // last rejection per agent, for status
 	failed   error                 // set after a fatal error

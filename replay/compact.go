@@ -39,6 +39,7 @@ func (a *Applier) compactJournal(agent string) {
 			a.warnOnce("compact:"+agent, "cannot delete a processed journal segment (does the watcher have write access to the agent's folder?)", "segment", name, "error", err)
 			return
 		}
+		delete(a.listings, agent)
 		a.point("after-journal-delete:" + agent)
 		a.logger.Debug("deleted processed journal segment", "segment", name)
 	}

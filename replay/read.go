@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"time"
 
 	"github.com/stateward/stateward/journal"
 )
@@ -118,7 +119,7 @@ func (a *Applier) warnOnce(key, msg string, args ...any) {
 func (a *Applier) readAgent(agent string, budget int64) ([]item, error) {
 	folder := path.Join("journal", agent)
 	st := a.m.agent(agent)
-	segs, err := listSegments(a.fs, folder)
+	segs, err := a.agentSegments(agent, folder)
 	if err != nil {
 		return nil, err
 	}
@@ -169,6 +170,35 @@ func (a *Applier) readAgent(agent string, budget int64) ([]item, error) {
 		seg, off = newer, 0 // the cursor moves there with the next line decided
 	}
 	return out, nil
+}
+
+// listingTTL bounds how long a cached listing of an agent's folder is
+// trusted while the folder looks unchanged (its timestamp may be coarser
+// than the time between two changes).
+const listingTTL = time.Second
+
+// listing is the cached list of an agent's segments.
+type listing struct {
+	segs []uint64
+	dir  fileID    // the folder's identity when listed
+	at   time.Time // when listed
+}
+
+// agentSegments returns an agent's segments, listing the folder again only
+// when it changed (a segment created, deleted or renamed changes the
+// folder's timestamp) or the listing is older than listingTTL.
+func (a *Applier) agentSegments(agent, folder string) ([]uint64, error) {
+	id := a.statID(folder)
+	if l, ok := a.listings[agent]; ok && l.dir == id && id != (fileID{}) && time.Since(l.at) < listingTTL {
+		return l.segs, nil
+	}
+	segs, err := listSegments(a.fs, folder)
+	if err != nil {
+		delete(a.listings, agent)
+		return nil, err
+	}
+	a.listings[agent] = listing{segs: segs, dir: id, at: time.Now()}
+	return segs, nil
 }
 
 // readSegment reads up to limit complete lines of a segment from off, and

@@ -22,6 +22,7 @@ var ErrDiverged = errors.New("replay: redo does not match the commit record")
 // crash windows it closes.
 func (a *Applier) recover() error {
 	a.ids = map[string]fileID{}
+	a.listings = map[string]listing{}
 	a.warned = map[string]string{}
 	a.res = map[string]fileHandle{}
 	a.dirty = map[string]bool{}
