@@ -35,7 +35,7 @@ type Results struct {
 	floor  uint64 // lowest seq kept; results below it are dropped
 	found  map[uint64]Result
 	f      *os.File // segment seg, kept open between scans
-	oldest uint64 // first seq of the oldest results segment at the last scan
+	oldest uint64   // first seq of the oldest results segment at the last scan
 	inited bool
 }
 
