@@ -67,6 +67,12 @@
 //     cursor, prunes old result segments, and past CheckpointBytes of log
 //     writes a checkpoint and deletes the log and checkpoints behind it.
 //
+// The temp-file recipe is written here (fs.go) rather than taken from
+// natefinch/atomic: that package formats errors with %v, so a full disk
+// (retry) cannot be told from a failed fsync (stop); it works on paths, not
+// through an os.Root; and it hides the steps between which the crash tests
+// stop.
+//
 // A result appears only after its document is durable and versions.json
 // names its version, so an agent that reads the file after its result sees
 // its own write. Any failed write or fsync stops the Applier (ErrFailed):
