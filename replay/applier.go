@@ -415,7 +415,7 @@ func (a *Applier) commit(entries []entry, moved map[string]cursor, prevSeg map[s
 		d.data = d.doc.AppendJSON(d.data[:0:0])
 		h := journal.Hash(d.data)
 		rec.Docs[name] = docRecord{Version: d.version, Exists: true, SHA256: h, Prev: d.hash}
-		d.prev, d.hash = d.hash, h
+		d.hash = h
 		write = append(write, name)
 	}
 	for _, ad := range m.adopted {

@@ -37,7 +37,6 @@ type docState struct {
 	broken  string // non-empty while the file on disk is unusable: why
 	dirty   bool   // changed in memory by the current batch
 	hash    string // SHA-256 of the committed bytes ("" if it does not exist)
-	prev    string // hash before the current batch
 	data    []byte // the committed bytes, encoded once per batch
 }
 
@@ -86,7 +85,6 @@ func (m *machine) doc(name string) *docState {
 // adopt takes in an external change of a document.
 func (m *machine) adopt(ad adoption) error {
 	d := m.doc(ad.File)
-	d.prev = d.hash
 	if ad.Broken != "" {
 		d.broken = ad.Broken
 		return nil
