@@ -4,7 +4,7 @@
 // versions. It depends only on the standard library, gofrs/flock and
 // fsnotify.
 //
-// # Layout (DESIGN.md §3)
+// # Layout (docs/format.md)
 //
 //	DIR/journal/<agent>/<N>.jsonl   an agent's intents, in segments
 //	DIR/journal/<agent>/.lock       one Writer per agent (advisory lock)

@@ -66,7 +66,7 @@ func ReadVersions(dir string) (Versions, error) {
 	return v, nil
 }
 
-// Document is a document's data with the version it has (§8 read).
+// Document is a document's data with the version it has (what `stateward read` prints).
 type Document struct {
 	File    string          `json:"file"`
 	Version uint64          `json:"version"`

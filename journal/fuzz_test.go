@@ -12,7 +12,7 @@ import (
 	"testing/iotest"
 )
 
-// refRead splits data the way §4 says: complete lines, those longer than
+// refRead splits data the way docs/format.md (Intent) says: complete lines, those longer than
 // maxLine skipped, a final line without "\n" not yet written. It returns one
 // entry per record ("off:line" or "off:TOO LONG") and the end of the last
 // complete line.

@@ -21,7 +21,7 @@ type Record struct {
 func (r Record) End() int64 { return r.Offset + int64(len(r.Line)) }
 
 // Reader reads complete lines from a segment. A final line without its "\n"
-// is not yet written (§4): Next returns io.ErrUnexpectedEOF for it, without
+// is not yet written (docs/format.md, Intent): Next returns io.ErrUnexpectedEOF for it, without
 // consuming it, so that a later Reader can start at Offset and find it whole.
 type Reader struct {
 	MaxLine int // longest accepted line, "\n" included; NewReader sets DefaultMaxLine

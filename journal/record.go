@@ -12,7 +12,7 @@ import (
 	"unicode/utf8"
 )
 
-// Statuses of a Result (§5).
+// Statuses of a Result (docs/format.md, Result).
 const (
 	StatusApplied  = "applied"
 	StatusConflict = "conflict"
@@ -20,16 +20,16 @@ const (
 )
 
 // DefaultMaxLine is the longest intent line, newline included, that the
-// watcher accepts (§4). Longer lines are rejected.
+// watcher accepts (docs/format.md, Intent). Longer lines are rejected.
 const DefaultMaxLine = 1 << 20
 
-// MaxIDLen is the longest idempotency key, in bytes (§4).
+// MaxIDLen is the longest idempotency key, in bytes (docs/format.md, Intent).
 const MaxIDLen = 128
 
 var (
-	// ErrBadName is returned for an agent or document name that §3 forbids.
+	// ErrBadName is returned for an agent or document name that docs/format.md (Names) forbids.
 	ErrBadName = errors.New("journal: bad name")
-	// ErrBadRecord is returned for an intent line that does not follow §4.
+	// ErrBadRecord is returned for an intent line that does not follow docs/format.md (Intent).
 	ErrBadRecord = errors.New("journal: bad record")
 )
 
@@ -38,13 +38,13 @@ var (
 	agentNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 )
 
-// ValidDocName reports whether name is a document name allowed by §3.
+// ValidDocName reports whether name is a document name allowed by docs/format.md (Names).
 func ValidDocName(name string) bool {
 	base, ok := strings.CutSuffix(name, ".json")
 	return ok && validName(base, 128) && !strings.Contains(name, "..") // docNameRE, without a regexp on the hot path
 }
 
-// ValidAgentName reports whether name is an agent name allowed by §3.
+// ValidAgentName reports whether name is an agent name allowed by docs/format.md (Names).
 func ValidAgentName(name string) bool {
 	return validName(name, 64) // agentNameRE
 }
@@ -83,7 +83,7 @@ func CheckAgentName(name string) error {
 	return nil
 }
 
-// Intent is one record of an agent's journal (§4, format v1).
+// Intent is one record of an agent's journal (docs/format.md, Intent, format v1).
 //
 // Exactly one of Patch and Merge is set. A merge patch of JSON null is kept
 // as the four bytes "null", so that it is told apart from an absent field.
@@ -113,7 +113,7 @@ func (in Intent) MarshalLine() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// Validate checks the fields of an intent against §4.
+// Validate checks the fields of an intent against docs/format.md (Intent).
 func (in Intent) Validate() error { return in.validate(true) }
 
 // validate is Validate; checkJSON false skips the syntax check of patch and
@@ -186,7 +186,7 @@ func ParseIntent(line []byte) (in Intent, seq uint64, err error) {
 // the fast path, and the one that words syntax errors.
 func parseIntentSlow(line []byte) (in Intent, seq uint64, err error) {
 	// Decode into a map, not a struct: encoding/json matches struct fields
-	// case-insensitively, and §4 names are exact ("Seq" is an unknown field,
+	// case-insensitively, and the format's names are exact ("Seq" is an unknown field,
 	// to be ignored).
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(line, &fields); err != nil {
@@ -264,7 +264,7 @@ func parseUint(field string, raw json.RawMessage) (uint64, error) {
 	return v, nil
 }
 
-// Result is one record of an agent's results (§5).
+// Result is one record of an agent's results (docs/format.md, Result).
 //
 // Seq is 0 (and omitted) only for a rejected line that had no readable seq;
 // such a result carries Segment and Offset instead.
@@ -353,7 +353,7 @@ func ParseResult(line []byte) (Result, error) {
 }
 
 // SegmentName returns the file name of a segment whose first record has seq
-// (§3): 20 decimal digits and ".jsonl".
+// (docs/format.md): 20 decimal digits and ".jsonl".
 func SegmentName(seq uint64) string {
 	return fmt.Sprintf("%020d.jsonl", seq)
 }

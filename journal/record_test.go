@@ -139,7 +139,7 @@ func TestParseIntent(t *testing.T) {
 			wantSeq: 6,
 		},
 		{
-			// Field names are exact (§4): "Seq", "FILE" and "Patch" are unknown
+			// Field names are exact (docs/format.md, Intent): "Seq", "FILE" and "Patch" are unknown
 			// fields, to be ignored, not other spellings of known ones.
 			name:    "UnknownFieldsDifferingInCaseIgnored",
 			line:    `{"seq":7,"file":"a.json","merge":{},"Seq":"x","FILE":5,"Patch":{},"ID":[],"If_Version":-1,"TIME":"now"}`,
@@ -591,7 +591,7 @@ func TestParseResult(t *testing.T) {
 }
 
 // TestValidName_MatchesRegexp checks the hand-written name checks against
-// the §3 regular expressions on every short name over a small alphabet.
+// the regular expressions of docs/format.md (Names) on every short name over a small alphabet.
 func TestValidName_MatchesRegexp(t *testing.T) {
 	alphabet := []byte("aZ9._-/ ")
 	var names []string

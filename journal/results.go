@@ -161,7 +161,7 @@ func (r *Results) scan() error {
 	if r.seg == 0 {
 		// Start at the newest segment that begins at or before floor, and
 		// whose first line is an original result: one that begins with a
-		// retry copy (or a result without seq) is named by that line (§3),
+		// retry copy (or a result without seq) is named by that line (docs/format.md, Result),
 		// which may be lower than originals in the segments before it.
 		i := 0
 		for j, s := range segs {

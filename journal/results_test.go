@@ -245,7 +245,7 @@ func TestResults_Wait(t *testing.T) {
 
 	t.Run("RetryCopyStartsSegment", func(t *testing.T) {
 		// A retry copy may be the first record of a results segment, which
-		// it then names (§3): segment 5 follows segment 1, which holds seqs
+		// it then names (docs/format.md, Result): segment 5 follows segment 1, which holds seqs
 		// 1 to 10. The original results are still found.
 		dir := t.TempDir()
 		var first []Result

@@ -78,7 +78,7 @@ func readJournal(tb testing.TB, dir, agent string) []segment {
 }
 
 // checkJournal verifies the invariants of a journal that only this package
-// wrote (§3, §4): every segment ends on a line boundary, every line is a
+// wrote (docs/format.md, Names and Intent): every segment ends on a line boundary, every line is a
 // valid intent, seqs strictly increase across the journal, and a non-empty
 // segment is named by the seq of its first record. It returns all the seqs.
 func checkJournal(tb testing.TB, dir, agent string) []uint64 {

@@ -65,7 +65,7 @@ var (
 	ErrLocked = errors.New("replay: state directory is locked by another watcher")
 	// ErrFailed is returned by every call after a failed fsync or another
 	// error that leaves the state on disk unknown: the process must stop,
-	// and recovery takes over when it restarts (§7).
+	// and recovery takes over when it restarts (docs/guarantees.md, Durability recipe).
 	ErrFailed = errors.New("replay: stopped after a failed commit")
 	// ErrNoSpace is returned by Step when a write failed for lack of space
 	// (ENOSPC, EDQUOT). Nothing that depended on it was acknowledged; the
@@ -588,7 +588,7 @@ func (a *Applier) resultStart(agent string, first journal.Result) resultPos {
 	if st.res.Segment == 0 {
 		return resultPos{Segment: max(first.Seq, 1)}
 	}
-	// A new segment is named by its first result's seq (§3), so rotate
+	// A new segment is named by its first result's seq (docs/format.md, Result), so rotate
 	// only where that is an original result, newer than any before it;
 	// otherwise keep appending and rotate at a later batch.
 	if st.res.Offset < a.ResultSegmentSize || first.Seq == 0 || first.Retry || first.Seq <= st.res.Segment {

@@ -28,7 +28,7 @@ type commitRecord struct {
 	Commit uint64 `json:"commit"` // the last commit number used by this batch
 
 	// Adopt lists the external changes taken in before the entries: edits,
-	// deletions, and documents found broken or repaired (§6).
+	// deletions, and documents found broken or repaired (docs/format.md, Versions and external edits).
 	Adopt []adoption `json:"adopt,omitempty"`
 	// Entries are the processed journal lines, in commit order.
 	Entries []entry `json:"entries,omitempty"`
@@ -119,7 +119,7 @@ func encodeRecord(rec *commitRecord) ([]byte, error) {
 // tags. The intent is a journal line that parsed as a JSON object, copied
 // as it is.
 func appendEntry(dst []byte, e entry) []byte {
-	// Agent names are [A-Za-z0-9._-] (§3): nothing to escape.
+	// Agent names are [A-Za-z0-9._-] (docs/format.md, Names): nothing to escape.
 	dst = append(dst, `{"agent":"`...)
 	dst = append(dst, e.Agent...)
 	dst = append(dst, '"')

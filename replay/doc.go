@@ -115,7 +115,8 @@
 //
 // A document that differs from the log in any other way was changed by
 // someone else after the last commit: the first Step adopts it as a new
-// version, logged, and never overwrites it silently (§6).
+// version, logged, and never overwrites it silently (docs/format.md,
+// Versions and external edits).
 //
 // # Determinism
 //

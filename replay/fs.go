@@ -102,7 +102,7 @@ func (r rootFS) SyncDir(name string) error {
 	return err
 }
 
-// syncError marks a failed fsync: after one, the process must stop (§7),
+// syncError marks a failed fsync: after one, the process must stop (docs/guarantees.md, Durability recipe),
 // unlike after a failed write, which may be retried from scratch.
 type syncError struct{ err error }
 
@@ -149,13 +149,13 @@ func listSegments(fs fsys, folder string) ([]uint64, error) {
 }
 
 // tempPrefix starts the names of the temporary files of document writes.
-// No document name starts with a dot (§3), so they never collide.
+// No document name starts with a dot (docs/format.md, Names), so they never collide.
 const tempPrefix = ".tmp-"
 
 // isTemp reports whether name is a temporary file of a document write.
 func isTemp(name string) bool { return strings.HasPrefix(name, tempPrefix) }
 
-// writeDoc replaces document name with data by the §7 recipe, less the
+// writeDoc replaces document name with data by the durability recipe of docs/guarantees.md, less the
 // directory fsync, which the caller does once for all documents of a batch:
 // a temp file in the same directory, written, fsynced, renamed over the
 // document. A new document gets mode perm (before the umask); an existing

@@ -9,7 +9,7 @@ import (
 )
 
 // DefaultRetainResults is how many results per agent the watcher keeps in
-// memory to answer retries (§4): a retry of an older seq or id is beyond the
+// memory to answer retries (docs/format.md, Intent): a retry of an older seq or id is beyond the
 // retention window.
 const DefaultRetainResults = 10_000
 

@@ -1,7 +1,7 @@
 package replay
 
 // This file is the patch engine: documents held in memory, RFC 6902 JSON
-// Patch with the inc extension (DESIGN §6), RFC 7396 merge patches, and the
+// Patch with the inc extension (docs/format.md, Intent), RFC 7396 merge patches, and the
 // undo log that makes each Apply atomic without copying the document.
 
 import (

@@ -649,7 +649,7 @@ func TestNumberEqual(t *testing.T) {
 }
 
 // taskBoard returns a task board document of n tasks, about 150 bytes each
-// once encoded, as agents share it (DESIGN §1).
+// once encoded, as agents share it.
 func taskBoard(n int) []byte {
 	var b strings.Builder
 	b.WriteString(`{"tasks":{`)

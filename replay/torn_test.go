@@ -20,7 +20,7 @@ type tornSeg struct {
 	data  []byte
 }
 
-// tornLine is what §4 and §5 say the watcher must do with one line of a
+// tornLine is what docs/format.md (Intent, Result) says the watcher must do with one line of a
 // journal, worked out from the line's bytes alone (tornOracle).
 type tornLine struct {
 	seg     uint64
@@ -81,7 +81,7 @@ func tornOracle(segs []tornSeg) (lines []tornLine, tail int64) {
 }
 
 // tornAppliable reports whether a valid intent's patch or merge patch is one
-// the engine takes: §4 checks only that it is JSON, the engine also rejects,
+// the engine takes: the format checks only that it is JSON, the engine also rejects,
 // for example, invalid UTF-8 in a string. (The test's merge patches never
 // depend on the document, so an empty one tells.)
 func tornAppliable(in journal.Intent) bool {
@@ -332,7 +332,7 @@ func TestApplier_TornJournals(t *testing.T) {
 			keys: map[string]string{"seq-flipped-down/3": ""}},
 		{name: "seq-flipped-up", applied: []uint64{1, 3, 4}, retries: []uint64{3},
 			keys: map[string]string{"seq-flipped-up/2": "2", "seq-flipped-up/3": ""}},
-		// Nor is a flipped value: §4 lines carry no checksum.
+		// Nor is a flipped value: intent lines carry no checksum.
 		{name: "value-flipped", applied: []uint64{1, 2, 3}, keys: map[string]string{"value-flipped/2": "3"}},
 		{name: "uncut-torn-tail", applied: []uint64{1, 3}, rejectedAt: []int64{64}},
 	}

@@ -1,4 +1,4 @@
-// Package watcher is stateward's daemon loop (DESIGN.md §10). It drives an
+// Package watcher is stateward's daemon loop. It drives an
 // opened replay.Applier: fsnotify events on the journal folder and on every
 // agent folder, a slow periodic rescan, and a rescan after any event-queue
 // overflow or watcher error, all call the same Applier.Step, which reads

@@ -51,8 +51,8 @@ type linOutput struct {
 	Read    linState
 }
 
-// linModel is the sequential specification of the document: what §5 and
-// §6 say each operation does, and the version its result must carry.
+// linModel is the sequential specification of the document: what docs/format.md
+// (Result, Versions and external edits) says each operation does, and the version its result must carry.
 var linModel = porcupine.Model{
 	Init: func() any { return linState{Version: 1} },
 	Step: func(state, input, output any) (bool, any) {

@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// Exit codes (§8).
+// Exit codes (README.md, docs/operations.md).
 const (
 	exitOK       = 0
 	exitError    = 1

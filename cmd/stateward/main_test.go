@@ -179,7 +179,7 @@ func startWatcher(tb testing.TB, dir string, args ...string) *watchProc {
 func (w *watchProc) Pid() int { return w.cmd.Process.Pid }
 
 // stop sends SIGTERM and waits for the watcher to exit, which it must do
-// with code 0 (§8: it drains and exits 0). Calling it again does nothing.
+// with code 0 (docs/operations.md, Stop: it drains and exits 0). Calling it again does nothing.
 func (w *watchProc) stop(tb testing.TB) {
 	tb.Helper()
 	if w.stopped {

@@ -328,7 +328,7 @@ func lastIntent(folder string) (journal.Intent, error) {
 	return journal.Intent{}, errors.New("no complete record")
 }
 
-// runRaw is an agent that writes §4 lines itself, as one in another
+// runRaw is an agent that writes intent lines itself, as one in another
 // language would: one segment it never rotates, each line written in up to
 // three pieces (a buffered writer flushing as it goes), then fsynced, and
 // results read by polling the files. On start it cuts a torn tail itself and
@@ -436,7 +436,7 @@ func (ag *soakAgent) runRaw() error {
 		seq := lastSeq + 1
 		file, patch := ag.nextOp()
 		// Fields in another order than the Go client's, an unknown field
-		// and a time: all allowed by §4.
+		// and a time: all allowed by docs/format.md.
 		line := fmt.Appendf(nil, `{"file":%q,"agent":%q,"id":"%s-%d","seq":%d,"time":%q,"patch":%s}`+"\n",
 			file, ag.name, ag.name, seq, seq, time.Now().UTC().Format(time.RFC3339Nano), patch)
 		if err := write(line, seq, false, patch); err != nil {

@@ -86,7 +86,7 @@ func (w *soakWatcher) kill() error {
 }
 
 // term sends SIGTERM and waits for the watcher to exit, which it must do
-// with code 0 (§8: it drains and exits 0).
+// with code 0 (docs/operations.md, Stop: it drains and exits 0).
 func (w *soakWatcher) term() error {
 	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("signal watcher: %w", err)

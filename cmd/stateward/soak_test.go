@@ -71,7 +71,7 @@ type soakRun struct {
 }
 
 // TestSoak runs a real watcher process and agent processes (two with the
-// journal client, two writing §4 lines themselves as a client in another
+// journal client, two writing intent lines themselves as a client in another
 // language would) under a workload of claims, releases and inc counters, and
 // SIGKILLs the watcher at random moments (sometimes before it is even
 // ready) and the agents too (the raw ones often in the middle of a line; the

@@ -19,7 +19,7 @@ import (
 	"github.com/stateward/stateward/watcher"
 )
 
-// How watch talks to systemd (DESIGN.md §9, docs/operations.md).
+// How watch talks to systemd (docs/operations.md).
 const (
 	// extendEvery is how often a recovery that is still running asks
 	// systemd for more start-up time, and extendBy how much it asks for
