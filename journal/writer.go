@@ -1,7 +1,6 @@
 package journal
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,8 +10,6 @@ import (
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/gofrs/flock"
 )
 
 // Defaults of a Writer's knobs.
@@ -20,7 +17,8 @@ const (
 	// DefaultSegmentSize is the size past which a Writer starts a new segment.
 	DefaultSegmentSize = 64 << 20
 	// DefaultLockTimeout is how long Open waits for another writer of the same
-	// agent to let go of the journal.
+	// agent (in this or another process, in any language) to let go of the
+	// journal.
 	DefaultLockTimeout = 10 * time.Second
 )
 
@@ -39,13 +37,17 @@ var (
 	ErrLocked = errors.New("journal: journal is locked by another writer")
 )
 
-// LockName is the advisory lock file inside an agent's journal folder. It is
-// not a segment and the watcher ignores it.
+// LockName is the advisory lock file inside an agent's journal folder, taken
+// with flock by writers that can (never deleted). It is not a segment and the
+// watcher ignores it.
 const LockName = ".lock"
 
 // Writer appends intents to one agent's journal, journal/<agent>/ under a
 // state directory. One Writer per agent may be open at a time, across
-// processes: Open takes an advisory lock on the journal.
+// processes and languages: Open binds the journal folder's abstract Unix
+// socket (WriterAddress) and takes flock on its .lock file (docs/format.md,
+// "Writers"); both go when the process dies, so a killed writer never
+// wedges the next one.
 //
 // A Writer is safe for concurrent use.
 type Writer struct {
@@ -58,7 +60,7 @@ type Writer struct {
 	path  string // journal/<agent>
 
 	mu      sync.Mutex // guards the fields below
-	lock    *flock.Flock
+	lock    *writerLock
 	f       *os.File // newest segment, O_APPEND
 	size    int64    // its size
 	lastSeq uint64   // seq of the last record written
@@ -106,28 +108,35 @@ func (w *Writer) Open() error {
 	if err := mkdirDurable(w.path, w.syncDir); err != nil {
 		return err
 	}
-	lk := flock.New(filepath.Join(w.path, LockName), flock.SetPermissions(FileMode))
-	var ok bool
-	var err error
-	if w.LockTimeout <= 0 {
-		ok, err = lk.TryLock() // no waiting: one try
-	} else {
-		ctx, cancel := context.WithTimeout(context.Background(), w.LockTimeout)
-		ok, err = lk.TryLockContext(ctx, 20*time.Millisecond)
-		cancel()
-	}
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("lock journal %s: %w", w.path, err)
-	}
-	if !ok {
-		return fmt.Errorf("%w: %s (waited %s; is another process writing as agent %q?)", ErrLocked, w.path, w.LockTimeout, w.agent)
+	lk, err := w.lockWithin()
+	if err != nil {
+		return err
 	}
 	if err := w.recover(); err != nil {
-		lk.Unlock()
+		lk.unlock()
 		return err
 	}
 	w.lock = lk
 	return nil
+}
+
+// lockWithin takes the journal's locks, trying every 20 ms for up to
+// LockTimeout (one try when LockTimeout <= 0).
+func (w *Writer) lockWithin() (*writerLock, error) {
+	deadline := time.Now().Add(w.LockTimeout)
+	for {
+		lk, err := lockWriter(w.path)
+		if err == nil {
+			return lk, nil
+		}
+		if !errors.Is(err, errBusy) {
+			return nil, err
+		}
+		if !time.Now().Before(deadline) {
+			return nil, fmt.Errorf("%w: agent %q, folder %s (waited %s; is another process writing as agent %q?)", ErrLocked, w.agent, w.path, max(w.LockTimeout, 0), w.agent)
+		}
+		time.Sleep(min(20*time.Millisecond, time.Until(deadline)))
+	}
 }
 
 // recover finds the newest segment, cuts a torn tail and reads the last seq.
@@ -286,7 +295,7 @@ func (w *Writer) fail() {
 		w.f.Close()
 	}
 	if w.lock != nil {
-		w.lock.Unlock()
+		w.lock.unlock()
 	}
 }
 
@@ -303,7 +312,7 @@ func (w *Writer) Close() error {
 		err = w.f.Close()
 	}
 	if w.lock != nil {
-		if uerr := w.lock.Unlock(); err == nil {
+		if uerr := w.lock.unlock(); err == nil {
 			err = uerr
 		}
 	}

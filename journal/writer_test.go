@@ -1,11 +1,14 @@
 package journal
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -13,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gofrs/flock"
 )
 
 // testIntent returns a valid intent without a seq; i makes it unique.
@@ -861,4 +866,116 @@ func TestListSegments(t *testing.T) {
 	if err != nil || len(got) != 0 {
 		t.Errorf("ListSegments(missing)=%v, %v; want none, nil", got, err)
 	}
+}
+
+func TestWriter_LockParts(t *testing.T) {
+	t.Run("SocketHeld", func(t *testing.T) {
+		// A writer in another language holds only the abstract socket
+		// (Node has no flock): Open must see it.
+		dir := t.TempDir()
+		folder := filepath.Join(dir, "journal", "a")
+		if err := os.MkdirAll(folder, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		addr, err := WriterAddress(folder)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := len(addr), SunPathLen; got != want {
+			t.Fatalf("len(WriterAddress)=%d, want %d", got, want)
+		}
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: addr, Net: "unix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := NewWriter(dir, "a")
+		w.LockTimeout = 0
+		if err := w.Open(); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), `"a"`) || !strings.Contains(err.Error(), folder) {
+			w.Close()
+			t.Fatalf("Open while the socket is held: %v, want ErrLocked naming the agent and folder", err)
+		}
+		ln.Close()
+		w = MustOpenWriter(t, dir, "a", func(w *Writer) { w.LockTimeout = 0 })
+		// While it is open, the name is taken (as a Node or Python writer
+		// would find it).
+		if ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: addr, Net: "unix"}); err == nil {
+			ln.Close()
+			t.Fatal("the writer's socket name was free while the writer was open")
+		}
+		w.Close()
+		ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: addr, Net: "unix"})
+		if err != nil {
+			t.Fatalf("socket name not released by Close: %v", err)
+		}
+		ln.Close()
+	})
+
+	t.Run("FlockHeld", func(t *testing.T) {
+		// A shell writer holds flock(1) on .lock.
+		dir := t.TempDir()
+		folder := filepath.Join(dir, "journal", "a")
+		if err := os.MkdirAll(folder, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		fl := flock.New(filepath.Join(folder, LockName))
+		if ok, err := fl.TryLock(); !ok || err != nil {
+			t.Fatalf("TryLock: %v %v", ok, err)
+		}
+		w := NewWriter(dir, "a")
+		w.LockTimeout = 0
+		if err := w.Open(); !errors.Is(err, ErrLocked) {
+			w.Close()
+			t.Fatalf("Open while .lock is flocked: %v, want ErrLocked", err)
+		}
+		// The socket taken before the flock failed was let go.
+		addr, _ := WriterAddress(folder)
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: addr, Net: "unix"})
+		if err != nil {
+			t.Fatalf("socket kept after a failed Open: %v", err)
+		}
+		ln.Close()
+		fl.Unlock()
+		MustOpenWriter(t, dir, "a", func(w *Writer) { w.LockTimeout = 0 })
+	})
+
+	t.Run("KilledHolder", func(t *testing.T) {
+		// A writer killed by SIGKILL leaves nothing to wait out.
+		if os.Getenv("STATEWARD_TEST_HOLD_WRITER") != "" {
+			w, err := OpenWriter(os.Getenv("STATEWARD_TEST_HOLD_WRITER"), "a")
+			if err != nil {
+				fmt.Println("error:", err)
+				os.Exit(1)
+			}
+			MustAppend(t, w, Intent{File: "a.json", Merge: json.RawMessage(`1`)})
+			fmt.Println("locked")
+			time.Sleep(time.Hour) // until killed
+		}
+		dir := t.TempDir()
+		cmd := exec.Command(os.Args[0], "-test.run=^TestWriter_LockParts$/^KilledHolder$")
+		cmd.Env = append(os.Environ(), "STATEWARD_TEST_HOLD_WRITER="+dir)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if line != "locked\n" {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("child: %q %v", line, err)
+		}
+		w := NewWriter(dir, "a")
+		w.LockTimeout = 0
+		if err := w.Open(); !errors.Is(err, ErrLocked) {
+			t.Fatalf("Open while a child holds the journal: %v, want ErrLocked", err)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+		w = MustOpenWriter(t, dir, "a", func(w *Writer) { w.LockTimeout = 0 })
+		if got, want := MustAppend(t, w, testIntent(2)).Seq, uint64(2); got != want {
+			t.Errorf("seq after the killed writer: %d, want %d", got, want)
+		}
+	})
 }
