@@ -109,9 +109,12 @@ type Applier struct {
 	ids      map[string]fileID     // identity of each document file as last seen
 	listings map[string]listing    // each agent's journal segments, as last listed
 	warned   map[string]string     // last warning logged per key, to log changes only
-	lastErr  map[string]string     // last rejection per agent, for status
-	failed   error                 // set after a fatal error
-	stale    bool                  // a write failed for lack of space: recover before the next batch
+	// plainRename is set once the file system refused renameat2's flags:
+	// documents are then replaced by a plain rename (publishDoc).
+	plainRename bool
+	lastErr     map[string]string // last rejection per agent, for status
+	failed      error             // set after a fatal error
+	stale       bool              // a write failed for lack of space: recover before the next batch
 
 	// hook is called at each named point of the commit path; crash tests
 	// stop the process there.
@@ -473,11 +476,15 @@ func (a *Applier) commit(entries []entry, moved map[string]cursor, prevSeg map[s
 	}
 	a.batch = rec.Batch
 	a.logBytes += int64(len(line))
+	kept := map[string]bool{}
+	ids := map[string]fileID{}
 	for i, name := range write {
 		m.docs[name].dirty = false
-		if err := publishDoc(a.fs, temps[i], name); err != nil {
+		id, k, err := a.publishDoc(temps[i], name, a.ids[name], rec.Docs[name].Prev)
+		if err != nil {
 			return a.fail(fmt.Errorf("write document %s: %w", name, err))
 		}
+		kept[name], ids[name] = k, id
 		a.point("after-doc-rename:" + name)
 	}
 	if len(write) > 0 {
@@ -486,7 +493,11 @@ func (a *Applier) commit(entries []entry, moved map[string]cursor, prevSeg map[s
 		}
 		a.point("after-dir-sync")
 		for _, name := range write {
-			a.ids[name] = a.statID(name)
+			if kept[name] {
+				delete(a.ids, name) // an edit put back: the next Step adopts it
+				continue
+			}
+			a.ids[name] = ids[name]
 		}
 	}
 	if err := a.writeVersions(); err != nil {

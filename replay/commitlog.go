@@ -215,3 +215,12 @@ func anyGoodAfter(data []byte, off int) bool {
 	}
 	return false
 }
+
+// docRecord returns what rec says of document name; rec may be nil.
+func (rec *commitRecord) docRecord(name string) (docRecord, bool) {
+	if rec == nil {
+		return docRecord{}, false
+	}
+	dr, ok := rec.Docs[name]
+	return dr, ok
+}

@@ -168,6 +168,20 @@ func (c *crashFS) Rename(oldname, newname string) error {
 	return c.rootFS.Rename(oldname, newname)
 }
 
+func (c *crashFS) Exchange(a, b string) error {
+	if err := c.op("exchange", b); err != nil {
+		return err
+	}
+	return c.rootFS.Exchange(a, b)
+}
+
+func (c *crashFS) RenameNoReplace(oldname, newname string) error {
+	if err := c.op("rename", newname); err != nil {
+		return err
+	}
+	return c.rootFS.RenameNoReplace(oldname, newname)
+}
+
 func (c *crashFS) Remove(name string) error {
 	if err := c.op("remove", name); err != nil {
 		return err

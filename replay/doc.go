@@ -58,8 +58,10 @@
 //     depends on must not vanish after a power loss);
 //  2. appends the commit record and fsyncs the log;
 //  3. writes each changed document, encoded once for the batch: temp file
-//     in DIR, fsync, rename (fs.go; written while the commit record is
-//     being made durable, renamed only after), then one fsync of DIR;
+//     in DIR, fsync (fs.go; written while the commit record is being made
+//     durable), renamed to its swap name and exchanged with the document
+//     (docs.go publishDoc: a hand edit it displaces is put back for the
+//     next batch to adopt), then one fsync of DIR;
 //  4. replaces versions.json (not fsynced: recovery rewrites it);
 //  5. appends each agent's result lines (fsynced every
 //     ResultsSyncInterval; recovery re-derives them from the log);
@@ -93,7 +95,11 @@
 //	   document whose bytes hash to the record's "prev" is redone from the
 //	   record's intents; the result must hash to the record's new SHA-256
 //	   (else ErrDiverged). A document already at the new hash is kept.
-//	   Temporary files of the interrupted write are removed.
+//	   Temporary files of the interrupted write are removed. A swap file
+//	   (the displaced side of an exchange) that holds the record's new or
+//	   previous bytes, or the document's current ones, is removed; any
+//	   other is a hand edit the exchange displaced: it is put back at the
+//	   document's name and adopted by the first Step (adoptSwaps).
 //	W4 after the renames, before the directory fsync: a power loss may undo
 //	   renames; the document is back at "prev" and W3 redoes it.
 //	W5 before or while writing versions.json: recovery rewrites it.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/stateward/stateward/journal"
@@ -140,4 +141,188 @@ func (a *Applier) loadDoc(name string) (adoption, bool) {
 		a.logAdoption(ad, 0)
 	}
 	return ad, ok
+}
+
+// publishDoc puts the prepared temp file tmp in place of document name.
+// prev is the identity of the file the watcher last wrote, adopted or
+// checked at that name, and prevHash its hash ("" if none).
+//
+// Someone may have replaced the document since the watcher last looked
+// (a hand edit: write a temp file, rename it over the document). A plain
+// rename would destroy that edit without a trace, so the new version is
+// exchanged with whatever the document holds (renameat2 RENAME_EXCHANGE):
+// the displaced file comes back under the swap name, and if it is not the
+// watcher's previous version it is a foreign edit, which is put back at
+// the document's name. It then reads exactly as if it had landed just
+// after the watcher's write, and the next Step adopts it. kept reports
+// that case. id is the identity of the watcher's new version, taken before
+// it became visible (a stat after could see an edit made since).
+//
+// The temp file is first renamed to its swap name (the commit record is
+// durable by then), so that recovery can tell a file displaced by an
+// exchange, which may be a foreign edit to adopt, from a temp file of a
+// batch that never committed (adoptSwaps). Where the file system lacks
+// renameat2's flags, the document is replaced by a plain rename, and an
+// edit that lands in that moment is lost (docs/operations.md).
+func (a *Applier) publishDoc(tmp, name string, prev fileID, prevHash string) (id fileID, kept bool, err error) {
+	swap := swapPrefix + strings.TrimPrefix(tmp, tempPrefix)
+	if err := a.fs.Rename(tmp, swap); err != nil {
+		a.fs.Remove(tmp)
+		return fileID{}, false, fmt.Errorf("rename temp file of %s: %w", name, err)
+	}
+	ours := a.statID(swap)
+	a.point("before-doc-exchange:" + name)
+	// Create a new document without replacing one that appears meanwhile,
+	// or exchange with the one there is.
+	err = a.fs.Exchange(swap, name)
+	if errors.Is(err, os.ErrNotExist) {
+		if err = a.fs.RenameNoReplace(swap, name); err == nil {
+			return ours, false, nil
+		}
+		if errors.Is(err, os.ErrExist) {
+			err = a.fs.Exchange(swap, name)
+		}
+	}
+	if errors.Is(err, errNoRenameFlags) {
+		if !a.plainRename {
+			a.plainRename = true
+			a.logger.Warn("the file system cannot exchange files (renameat2); documents are replaced by a plain rename, and a hand edit made at that moment is lost", "error", err)
+		}
+		err = a.fs.Rename(swap, name)
+	}
+	if err != nil {
+		a.fs.Remove(swap)
+		return fileID{}, false, fmt.Errorf("rename temp file over %s: %w", name, err)
+	}
+	if a.plainRename {
+		return ours, false, nil
+	}
+	a.point("after-doc-exchange:" + name)
+	got := a.statID(swap)
+	if got != prev && !a.sameFile(swap, got, prev, prevHash) {
+		// A foreign file: put it back, and drop what it displaces (our new
+		// version, or an older foreign file a newer one replaced).
+		expect, moving := ours, got
+		for range maxPutBack {
+			if err := a.fs.Exchange(swap, name); err != nil {
+				return ours, true, fmt.Errorf("put back an edit of %s made while it was replaced: %w", name, err)
+			}
+			back := a.statID(swap)
+			if back.ino == expect.ino {
+				break
+			}
+			expect, moving = moving, back
+		}
+		kept = true
+		a.logger.Warn("document changed outside stateward while the watcher replaced it; the edit is kept and adopted as the next version", "file", name)
+		a.point("after-doc-putback:" + name)
+	}
+	if err := a.fs.Remove(swap); err != nil {
+		return ours, kept, fmt.Errorf("remove the previous version of %s: %w", name, err)
+	}
+	return ours, kept, nil
+}
+
+// maxPutBack bounds the exchanges publishDoc makes to put back edits that
+// keep landing while it does: each one only happens if yet another edit
+// landed within microseconds.
+const maxPutBack = 8
+
+// sameFile reports whether the file at name, with identity id, is the file
+// prev with at most its times changed: the same inode and the same bytes.
+func (a *Applier) sameFile(name string, id, prev fileID, prevHash string) bool {
+	if prev.ino == 0 || id.ino != prev.ino || prevHash == "" {
+		return false
+	}
+	data, err := readFile(a.fs, name)
+	return err == nil && journal.Hash(data) == prevHash
+}
+
+// adoptSwaps looks at the files that interrupted document replacements
+// left under their swap names. Each holds one of: the new version of the
+// last batch that wrote the document (its rename was undone or not done),
+// the previous version it displaced, or a foreign edit that it displaced
+// and had not put back yet. The first two are removed; a foreign edit is
+// put back at the document's name, where the first Step adopts it. An
+// edit whose bytes equal one of the two versions cannot be told from them
+// and is removed.
+func (a *Applier) adoptSwaps(last *commitRecord) error {
+	ents, err := a.fs.ReadDir(".")
+	if err != nil {
+		return nil
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), swapPrefix) {
+			continue
+		}
+		swap := e.Name()
+		name := swapDocName(swap)
+		if !journal.ValidDocName(name) {
+			continue
+		}
+		data, err := readFile(a.fs, swap)
+		if err != nil {
+			a.logger.Error("cannot read a document version left by an interrupted write; left in place", "file", swap, "error", err)
+			continue
+		}
+		known := false
+		{
+			h := journal.Hash(data)
+			if d := a.m.docs[name]; d != nil && d.hash == h {
+				known = true
+			}
+			if dr, ok := last.docRecord(name); ok && (dr.SHA256 == h || dr.Prev == h) {
+				known = true
+			}
+		}
+		if known {
+			if err := a.fs.Remove(swap); err == nil {
+				a.logger.Debug("removed a document version left by an interrupted write", "file", swap)
+			}
+			continue
+		}
+		prev := a.statID(name)
+		var kept bool
+		err = a.fs.Exchange(swap, name)
+		if errors.Is(err, os.ErrNotExist) {
+			err = a.fs.RenameNoReplace(swap, name)
+			kept = err == nil
+		}
+		if errors.Is(err, errNoRenameFlags) {
+			err = a.fs.Rename(swap, name)
+			kept = err == nil
+		}
+		if err != nil {
+			return a.fail(fmt.Errorf("put back an edit of %s found after a crash: %w", name, err))
+		}
+		if !kept {
+			if back := a.statID(swap); back.ino != prev.ino {
+				// Yet another edit replaced the document meanwhile: it is
+				// newer, keep it instead.
+				if err := a.fs.Exchange(swap, name); err != nil {
+					return a.fail(fmt.Errorf("put back an edit of %s found after a crash: %w", name, err))
+				}
+			}
+			if err := a.fs.Remove(swap); err != nil {
+				return a.fail(fmt.Errorf("remove the previous version of %s: %w", name, err))
+			}
+		}
+		if err := syncDir(a.fs, "."); err != nil {
+			return a.fail(fmt.Errorf("sync state directory %s: %w", a.dir, err))
+		}
+		delete(a.ids, name)
+		a.logger.Warn("found an edit made while the watcher replaced the document before a crash; it is kept and adopted as the next version", "file", name)
+	}
+	return nil
+}
+
+// swapDocName returns the document name in a swap file's name
+// (".swap-<name>-<random>"), or "" if it has none.
+func swapDocName(swap string) string {
+	s := strings.TrimPrefix(swap, swapPrefix)
+	i := strings.LastIndexByte(s, '-')
+	if i < 0 {
+		return ""
+	}
+	return s[:i]
 }

@@ -25,6 +25,11 @@ type fsys interface {
 	ReadDir(name string) ([]os.DirEntry, error)
 	Mkdir(name string, perm os.FileMode) error
 	Rename(oldname, newname string) error
+	// Exchange swaps the files at two names atomically; both must exist.
+	// RenameNoReplace renames unless newname exists (os.ErrExist). Both
+	// fail with errNoRenameFlags where the file system lacks them.
+	Exchange(a, b string) error
+	RenameNoReplace(oldname, newname string) error
 	Remove(name string) error
 	// SyncDir fsyncs a directory, making its entries durable.
 	SyncDir(name string) error
@@ -55,6 +60,10 @@ type rootFS struct{ root *os.Root }
 // errNotRegular is the error of OpenFile on a name that is not a regular
 // file (a named pipe, a device, a socket, a folder).
 var errNotRegular = errors.New("not a regular file")
+
+// errNoRenameFlags is the error of Exchange and RenameNoReplace on a file
+// system without renameat2's RENAME_EXCHANGE or RENAME_NOREPLACE.
+var errNoRenameFlags = errors.New("renameat2 flags not supported by the file system")
 
 func (r rootFS) OpenFile(name string, flag int, perm os.FileMode) (fileHandle, error) {
 	f, err := r.root.OpenFile(name, flag|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, perm)
@@ -148,25 +157,18 @@ func listSegments(fs fsys, folder string) ([]uint64, error) {
 	return journal.Segments(ents), nil
 }
 
-// tempPrefix starts the names of the temporary files of document writes.
-// No document name starts with a dot (docs/format.md, Names), so they never collide.
-const tempPrefix = ".tmp-"
+// tempPrefix starts the names of the temporary files of document writes,
+// and swapPrefix their names once the commit record that needs them is
+// durable, just before they are exchanged with the document: after the
+// exchange, that name holds the file the document had. No document name
+// starts with a dot (docs/format.md, Names), so they never collide.
+const (
+	tempPrefix = ".tmp-"
+	swapPrefix = ".swap-"
+)
 
 // isTemp reports whether name is a temporary file of a document write.
 func isTemp(name string) bool { return strings.HasPrefix(name, tempPrefix) }
-
-// writeDoc replaces document name with data by the durability recipe of docs/guarantees.md, less the
-// directory fsync, which the caller does once for all documents of a batch:
-// a temp file in the same directory, written, fsynced, renamed over the
-// document. A new document gets mode perm (before the umask); an existing
-// one keeps its mode. point is called between the steps.
-func writeDoc(fs fsys, name string, data []byte, perm os.FileMode, point func(string)) error {
-	tmp, err := prepareDoc(fs, name, data, perm, point)
-	if err != nil {
-		return err
-	}
-	return publishDoc(fs, tmp, name)
-}
 
 // prepareDoc writes and fsyncs the temp file that will replace document
 // name, and returns its name. Nothing is visible yet.
@@ -179,6 +181,7 @@ func prepareDoc(fs fsys, name string, data []byte, perm os.FileMode, point func(
 		return "", err
 	}
 	tmp := tempPrefix + name + "-" + hex.EncodeToString(rnd[:])
+	// The same random part is used for the swap name (publishDoc).
 	point("before-doc-write:" + name)
 	f, err := fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
@@ -212,15 +215,6 @@ func createFresh(fs fsys, name string, perm os.FileMode) (fileHandle, error) {
 		f, err = fs.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	}
 	return f, err
-}
-
-// publishDoc renames a prepared temp file over its document.
-func publishDoc(fs fsys, tmp, name string) error {
-	if err := fs.Rename(tmp, name); err != nil {
-		fs.Remove(tmp)
-		return fmt.Errorf("rename temp file over %s: %w", name, err)
-	}
-	return nil
 }
 
 // parallel runs fns concurrently and returns their errors joined. A panic

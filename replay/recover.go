@@ -88,6 +88,9 @@ func (a *Applier) recover() error {
 	if err := a.syncResults(); err != nil {
 		return a.fail(err)
 	}
+	if err := a.adoptSwaps(last); err != nil {
+		return err
+	}
 	a.removeTemps()
 	if err := a.writeVersions(); err != nil {
 		return err
@@ -192,6 +195,8 @@ func (a *Applier) loadDocs(last *commitRecord) error {
 	}
 	slices.Sort(names)
 	var redone []string
+	putBack := map[string]bool{}
+	ids := map[string]fileID{}
 	for _, name := range names {
 		d := a.m.docs[name]
 		if d.broken != "" {
@@ -230,10 +235,20 @@ func (a *Applier) loadDocs(last *commitRecord) error {
 		if got := journal.Hash(out.data); got != dr.SHA256 {
 			return fmt.Errorf("%w: %s batch %d gives sha256 %s, record says %s", ErrDiverged, name, last.Batch, got, dr.SHA256)
 		}
-		if err := writeDoc(a.fs, name, out.data, a.DocMode, a.point); err != nil {
+		prev := a.statID(name)
+		tmp, err := prepareDoc(a.fs, name, out.data, a.DocMode, a.point)
+		if err != nil {
+			return a.fail(fmt.Errorf("write document %s: %w", name, err))
+		}
+		id, kept, err := a.publishDoc(tmp, name, prev, h)
+		if err != nil {
 			return a.fail(fmt.Errorf("write document %s: %w", name, err))
 		}
 		d.doc, d.data = out.doc, out.data
+		if kept {
+			putBack[name] = true // the first Step adopts it
+		}
+		ids[name] = id
 		redone = append(redone, name)
 	}
 	if len(redone) > 0 {
@@ -241,7 +256,9 @@ func (a *Applier) loadDocs(last *commitRecord) error {
 			return a.fail(fmt.Errorf("sync state directory %s: %w", a.dir, err))
 		}
 		for _, name := range redone {
-			a.ids[name] = a.statID(name)
+			if !putBack[name] {
+				a.ids[name] = ids[name]
+			}
 		}
 		a.logger.Info("finished the documents of the interrupted batch", "batch", last.Batch, "files", redone)
 	}
