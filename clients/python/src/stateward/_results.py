@@ -1,0 +1,153 @@
+"""Following one agent's results, DIR/results/<agent>/ (Go:
+journal/results.go).
+
+Waiting polls with a short backoff: first the open segment (one fstat),
+then, if the result is not there, the folder listing (a new segment, a
+deleted one). No inotify, so it works the same on every file system.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from ._errors import ResultGone, Timeout
+from ._format import (
+    check_agent_name,
+    complete_lines,
+    list_segments,
+    parse_result,
+    result_seq,
+    segment_name,
+)
+
+#: First and longest pause between two looks while waiting for a result.
+#: A round trip through the watcher takes about ten milliseconds.
+POLL_MIN = 0.0005
+POLL_MAX = 0.02
+
+
+class Results:
+    """Follows one agent's results folder and hands out results by seq. Not
+    safe for use from several threads at once."""
+
+    def __init__(self, dir: str, agent: str) -> None:
+        check_agent_name(agent)
+        self.dir = dir
+        self.agent = agent
+        self.path = os.path.join(dir, "results", agent)
+        self._seg = 0  # current segment (first seq), 0 before the first scan
+        self._off = 0  # offset in it of the next unread line
+        self._floor = 0  # lowest seq kept; results below it are dropped
+        self._found: dict[int, dict[str, Any]] = {}
+        self._fd: int | None = None  # segment _seg, kept open between scans
+        self._oldest = 0  # first seq of the oldest segment at the last scan
+
+    def close(self) -> None:
+        self._close_segment()
+
+    def _close_segment(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def wait(self, seq: int, timeout: float | None) -> dict[str, Any]:
+        """The first result written for seq (the original, not a copy
+        answering a retry), waiting for it up to timeout seconds (None:
+        forever). Raises Timeout, or ResultGone for a result deleted under
+        the retention policy."""
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+            raise ValueError(f"stateward: seq must be an integer >= 1, got {seq!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._seg == 0 or seq < self._floor:
+            self._close_segment()
+            self._seg, self._off, self._floor = 0, 0, seq
+            self._found.clear()
+        pause = POLL_MIN
+        while True:
+            # First read on in the open segment, the common case; list the
+            # folder (a new segment? a deleted one?) only if that did not do.
+            if self._fd is not None:
+                self._read_segment()
+            if seq not in self._found:
+                self._scan()
+            res = self._found.pop(seq, None)
+            if res is not None:
+                return res
+            if self._oldest > seq:
+                # Results are written in seq order and a segment is named by
+                # its first: seq's result was in a segment since deleted.
+                raise ResultGone(
+                    f"stateward: result no longer retained: seq {seq} "
+                    f"(the oldest results segment of {self.agent!r} starts at {self._oldest})"
+                )
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Timeout(f"stateward: no result for seq {seq} of agent {self.agent!r} in {timeout}s", seq)
+                time.sleep(min(pause, left))
+            else:
+                time.sleep(pause)
+            pause = min(pause * 2, POLL_MAX)
+
+    def _scan(self) -> None:
+        """Read every complete result line past the current position."""
+        segs = list_segments(self.path)
+        if not segs:
+            return
+        self._oldest = segs[0]
+        if self._seg == 0:
+            # Start at the newest segment that begins at or before floor, and
+            # whose first line is an original result: one that begins with a
+            # retry copy (or a result without seq) is named by that line,
+            # which may be lower than originals in the segments before it.
+            i = 0
+            for j, s in enumerate(segs):
+                if s <= self._floor:
+                    i = j
+            while i > 0 and not self._starts_with_original(segs[i]):
+                i -= 1
+            self._seg, self._off = segs[i], 0
+        for s in segs:
+            if s < self._seg:
+                continue
+            if s > self._seg:
+                self._close_segment()
+                self._seg, self._off = s, 0
+            self._read_segment()
+
+    def _starts_with_original(self, seg: int) -> bool:
+        """Whether the first line of segment seg is a complete result with a
+        seq that does not answer a retry."""
+        try:
+            with open(os.path.join(self.path, segment_name(seg)), "rb") as f:
+                line = f.readline()
+        except OSError:
+            return False
+        if not line.endswith(b"\n"):
+            return False
+        res = parse_result(line)
+        return res is not None and result_seq(res) > 0 and not res.get("retry")
+
+    def _read_segment(self) -> None:
+        p = os.path.join(self.path, segment_name(self._seg))
+        if self._fd is None:
+            try:
+                self._fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return  # compacted away under us: the next listing moves on
+        size = os.fstat(self._fd).st_size
+        if size <= self._off:
+            return
+        data = os.pread(self._fd, size - self._off, self._off)
+        lines, n = complete_lines(data)
+        self._off += n
+        for line in lines:
+            res = parse_result(line)
+            if res is None:
+                continue
+            s = result_seq(res)
+            if s < self._floor or s == 0:
+                continue
+            self._found.setdefault(s, res)

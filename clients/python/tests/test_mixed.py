@@ -1,0 +1,83 @@
+"""Go, Python and command-line agents on one state directory, and one
+writer per agent name across languages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import stateward
+from conftest import HERE, Watcher, agent_cmd, check_board, make_board, read_intents, run_procs, wait_for
+
+
+def test_mixed_agents_claim_tasks(state_dir: Path, watcher: Watcher, report: dict[str, Any]) -> None:
+    make_board(state_dir, 60)
+    d = str(state_dir)
+    cmds = (
+        [[watcher.bin, "demo-agent", "--dir", d, "--agent", f"go-{i}"] for i in range(3)]
+        + [agent_cmd("claim", state_dir, f"py-{i}") for i in range(3)]
+        + [[sys.executable, str(HERE / "cli_agent.py"), watcher.bin, d, f"cli-{i}"] for i in range(2)]
+    )
+    start = time.monotonic()
+    sums = run_procs(cmds, timeout=300)
+    took = time.monotonic() - start
+    check_board(state_dir, sums, 60)
+    by_kind: dict[str, int] = {}
+    for s in sums:
+        kind = s["agent"].split("-")[0]
+        by_kind[kind] = by_kind.get(kind, 0) + len(s["claimed"])
+    assert sum(by_kind.values()) == 60
+    report["mixed Go/Python/CLI agents, 60 tasks"] = (
+        f"claims by kind {by_kind}, {sum(s['intents'] for s in sums)} intents in {took:.2f}s, double claims 0"
+    )
+
+
+def test_python_holds_go_refused(state_dir: Path, stateward_bin: str) -> None:
+    d = str(state_dir)
+    with stateward.open(d, agent="x") as a:
+        a.append("x.json", merge=1)
+        for cmd in (
+            ["submit", "--dir", d, "--agent", "x", "--file", "x.json", "--timeout", "1s", "--merge", "2"],
+            ["update", "--dir", d, "--agent", "x", "--file", "x.json", "--timeout", "1s", "--", "echo", "[]"],
+        ):
+            p = subprocess.run([stateward_bin, *cmd], capture_output=True, timeout=60)
+            assert p.returncode == 1, (cmd, p.returncode, p.stderr)
+            assert b"lock" in p.stderr and b"x" in p.stderr, p.stderr
+        assert [i["seq"] for i in read_intents(state_dir, "x")] == [1]
+    p = subprocess.run(
+        [stateward_bin, "submit", "--dir", d, "--agent", "x", "--file", "x.json", "--timeout", "1s", "--merge", "2"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    assert [i["seq"] for i in read_intents(state_dir, "x")] == [1, 2]  # Go continues the Python journal
+
+
+def test_go_holds_python_refused(state_dir: Path, stateward_bin: str) -> None:
+    d = str(state_dir)
+    ready = state_dir.parent / "go-holds"
+    # `stateward update` holds the agent's writer while its command runs.
+    p = subprocess.Popen(
+        [stateward_bin, "update", "--dir", d, "--agent", "y", "--file", "y.json", "--timeout", "120s", "--",
+         "sh", "-c", f"touch {ready}; exec sleep 120"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(ready.exists, 60, "the Go writer to hold agent y")
+        with pytest.raises(stateward.WriterBusy):
+            stateward.open(d, agent="y")
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=60)
+    with stateward.open(d, agent="y") as a:  # released by the Go process's death
+        assert a.append("y.json", merge=1) == 1
