@@ -42,14 +42,20 @@ def test_second_writer_refused(tmp_path: Path) -> None:
         a.append("x.json", merge=1)
 
 
+def proc_name(name: bytes) -> str:
+    """An abstract name as /proc/net/unix shows it: each NUL as "@"."""
+    return name.decode().replace("\0", "@")
+
+
 def test_socket_name(tmp_path: Path) -> None:
     folder = tmp_path / "journal" / "a"
     with stateward.open(str(tmp_path), agent="a"):
         st = os.stat(folder)
-        want = f"@stateward-writer/{st.st_dev}/{st.st_ino}"
-        assert stateward.lock_socket_name(str(folder)) == b"\0" + want[1:].encode()
-        assert want in abstract_names()
-    assert want not in abstract_names()
+        name = f"\0stateward-writer/{st.st_dev}/{st.st_ino}".encode()
+        want = name + b"\0" * (108 - len(name))  # the whole sun_path, as Node binds it
+        assert stateward.lock_socket_name(str(folder)) == want
+        assert proc_name(want) in abstract_names()
+    assert proc_name(want) not in abstract_names()
 
 
 def test_socket_alone_refuses(tmp_path: Path) -> None:
@@ -82,7 +88,7 @@ def test_flock_alone_refuses(tmp_path: Path) -> None:
     try:
         with pytest.raises(stateward.WriterBusy, match="flock"):
             stateward.open(str(tmp_path), agent="a")
-        assert stateward.lock_socket_name(str(folder)).decode()[1:] not in {n[1:] for n in abstract_names()}
+        assert proc_name(stateward.lock_socket_name(str(folder))) not in abstract_names()
     finally:
         os.close(fd)
     with stateward.open(str(tmp_path), agent="a"):

@@ -3,8 +3,10 @@ writer per agent name across languages."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ from typing import Any
 import pytest
 
 import stateward
+from test_lock import abstract_names, proc_name
 from conftest import HERE, Watcher, agent_cmd, check_board, make_board, read_intents, run_procs, wait_for
 
 
@@ -60,6 +63,32 @@ def test_python_holds_go_refused(state_dir: Path, stateward_bin: str) -> None:
     assert [i["seq"] for i in read_intents(state_dir, "x")] == [1, 2]  # Go continues the Python journal
 
 
+def test_each_lock_alone_refuses_go(state_dir: Path, stateward_bin: str) -> None:
+    """The socket name Python binds, alone, keeps a Go writer out (the two
+    compute the same bytes), and so does the flock alone."""
+    d = str(state_dir)
+    folder = state_dir / "journal" / "z"
+    folder.mkdir(parents=True)
+    submit = [stateward_bin, "submit", "--dir", d, "--agent", "z", "--file", "z.json", "--timeout", "200ms", "--merge", "1"]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(stateward.lock_socket_name(str(folder)))
+    s.listen(1)
+    try:
+        p = subprocess.run(submit, capture_output=True, timeout=60)
+        assert p.returncode == 1 and b"lock" in p.stderr, p.stderr
+    finally:
+        s.close()
+    fd = os.open(folder / ".lock", os.O_RDONLY | os.O_CREAT, 0o664)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        p = subprocess.run(submit, capture_output=True, timeout=60)
+        assert p.returncode == 1 and b"lock" in p.stderr, p.stderr
+    finally:
+        os.close(fd)
+    p = subprocess.run(submit, capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+
+
 def test_go_holds_python_refused(state_dir: Path, stateward_bin: str) -> None:
     d = str(state_dir)
     ready = state_dir.parent / "go-holds"
@@ -74,7 +103,11 @@ def test_go_holds_python_refused(state_dir: Path, stateward_bin: str) -> None:
     )
     try:
         wait_for(ready.exists, 60, "the Go writer to hold agent y")
-        with pytest.raises(stateward.WriterBusy):
+        # Go binds the very name Python computes, and Python is refused by
+        # it (the socket is tried before the flock).
+        name = stateward.lock_socket_name(str(state_dir / "journal" / "y"))
+        assert proc_name(name) in abstract_names()
+        with pytest.raises(stateward.WriterBusy, match="socket"):
             stateward.open(d, agent="y")
     finally:
         os.killpg(p.pid, signal.SIGKILL)

@@ -40,11 +40,19 @@ from ._format import (
 UNSET: Any = object()
 
 
+#: The size of sun_path in Linux's sockaddr_un. A writer's abstract socket
+#: name is padded with NUL bytes to fill it: Node binds the whole sun_path
+#: whatever name it is given, so every client binds the same 108 bytes.
+SUN_PATH_LEN = 108
+
+
 def lock_socket_name(folder: str) -> bytes:
     """The abstract socket name that holds the writer lock of the journal
-    folder: "\\0stateward-writer/<st_dev>/<st_ino>" (docs/format.md)."""
+    folder: "\\0stateward-writer/<st_dev>/<st_ino>" padded with NUL bytes to
+    SUN_PATH_LEN (docs/format.md, "Writers"; Go: journal.WriterAddress)."""
     st = os.stat(folder)
-    return b"\0stateward-writer/%d/%d" % (st.st_dev, st.st_ino)
+    name = b"\0stateward-writer/%d/%d" % (st.st_dev, st.st_ino)
+    return name.ljust(SUN_PATH_LEN, b"\0")
 
 
 class WriterLock:
@@ -67,9 +75,10 @@ class WriterLock:
             except OSError as e:
                 sock.close()
                 if e.errno == errno.EADDRINUSE:
+                    shown = name[1:].rstrip(b"\0").decode()
                     raise WriterBusy(
                         f"stateward: agent {agent!r} is held by another writer "
-                        f"(socket @{name[1:].decode()} is bound; journal {folder})"
+                        f"(socket @{shown} is bound; journal {folder})"
                     ) from None
                 raise
             try:
