@@ -171,3 +171,13 @@ def test_wait_across_watcher_restart(state_dir: Path, watcher: Watcher) -> None:
         seq = agent.append("x.json", patch=[{"op": "inc", "path": "/n", "value": 1}])
         watcher.start()
         assert agent.wait(seq, timeout=60)["status"] == "applied"
+
+
+def test_readme_example(state_dir: Path, watcher: Watcher) -> None:
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'DIR = "/var/lib/stateward"' in code
+    exec(compile(code.replace('"/var/lib/stateward"', repr(str(state_dir))), "README.md", "exec"), {})
+    version, data = stateward.read_document(str(state_dir), "tasks.json", 10)
+    assert data == {"claims": 1, "tasks": {"t1": {"status": "claimed", "owner": "planner", "note": "claimed at version 3"}}}
+    assert version == 4
