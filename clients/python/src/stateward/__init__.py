@@ -69,6 +69,7 @@ def open(
     lock_timeout: float = 0.0,
     segment_size: int = DEFAULT_SEGMENT_SIZE,
     max_line: int = DEFAULT_MAX_LINE,
+    inotify: bool = True,
 ) -> Agent:
     """Open agent ``agent`` of state directory ``dir``: create its journal
     folder (fsyncing the folders above), take its writer lock, cut a torn
@@ -76,5 +77,7 @@ def open(
 
     Raises WriterBusy if another writer, in any process or language, holds
     the agent name; with lock_timeout > 0, retries every 20 ms that long
-    first. Use the Agent as a context manager, or close() it."""
-    return Agent(dir, agent, lock_timeout=lock_timeout, segment_size=segment_size, max_line=max_line)
+    first. Waiting for results sleeps on inotify where it can be had
+    (inotify=False: polls with a short backoff only). Use the Agent as a
+    context manager, or close() it."""
+    return Agent(dir, agent, lock_timeout=lock_timeout, segment_size=segment_size, max_line=max_line, inotify=inotify)

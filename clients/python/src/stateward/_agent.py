@@ -47,11 +47,16 @@ class Agent:
         lock_timeout: float = 0.0,
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         max_line: int = DEFAULT_MAX_LINE,
+        inotify: bool = True,
     ) -> None:
         self.dir = dir
         self.name = agent
         self._writer = Writer(dir, agent, segment_size=segment_size, max_line=max_line, lock_timeout=lock_timeout)
-        self._results = Results(dir, agent)
+        try:
+            self._results = Results(dir, agent, inotify=inotify)
+        except BaseException:
+            self._writer.close()
+            raise
         #: Intents submitted by the last update() call.
         self.last_attempts = 0
 

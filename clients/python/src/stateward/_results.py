@@ -1,9 +1,11 @@
 """Following one agent's results, DIR/results/<agent>/ (Go:
 journal/results.go).
 
-Waiting polls with a short backoff: first the open segment (one fstat),
-then, if the result is not there, the folder listing (a new segment, a
-deleted one). No inotify, so it works the same on every file system.
+Each look reads on in the open segment (one fstat), then, if the result is
+not there, lists the folder (a new segment, a deleted one). Between two
+looks it sleeps until inotify reports a change in the results folder (with
+a safety poll every 0.25 s), or, without inotify (or before the watcher has
+created the folder), polls with a short backoff.
 """
 
 from __future__ import annotations
@@ -21,18 +23,22 @@ from ._format import (
     result_seq,
     segment_name,
 )
+from ._inotify import Inotify, open_inotify
 
 #: First and longest pause between two looks while waiting for a result.
 #: A round trip through the watcher takes about ten milliseconds.
 POLL_MIN = 0.0005
 POLL_MAX = 0.02
+#: With inotify, the longest sleep between two looks: a safety net for
+#: events that do not come (file systems that do not report remote writes).
+SAFETY_POLL = 0.25
 
 
 class Results:
     """Follows one agent's results folder and hands out results by seq. Not
     safe for use from several threads at once."""
 
-    def __init__(self, dir: str, agent: str) -> None:
+    def __init__(self, dir: str, agent: str, inotify: bool = True) -> None:
         check_agent_name(agent)
         self.dir = dir
         self.agent = agent
@@ -43,9 +49,20 @@ class Results:
         self._found: dict[int, dict[str, Any]] = {}
         self._fd: int | None = None  # segment _seg, kept open between scans
         self._oldest = 0  # first seq of the oldest segment at the last scan
+        self._notify: Inotify | None = open_inotify() if inotify else None
+        self._watching = False  # the results folder is watched
+        self._watch()
+
+    def _watch(self) -> None:
+        """Watch the results folder once it exists."""
+        if self._notify is not None and not self._watching:
+            self._watching = self._notify.add(self.path)
 
     def close(self) -> None:
         self._close_segment()
+        if self._notify is not None:
+            self._notify.close()
+            self._notify = None
 
     def _close_segment(self) -> None:
         if self._fd is not None:
@@ -82,14 +99,20 @@ class Results:
                     f"stateward: result no longer retained: seq {seq} "
                     f"(the oldest results segment of {self.agent!r} starts at {self._oldest})"
                 )
+            left = SAFETY_POLL if self._watching else pause
             if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                rem = deadline - time.monotonic()
+                if rem <= 0:
                     raise Timeout(f"stateward: no result for seq {seq} of agent {self.agent!r} in {timeout}s", seq)
-                time.sleep(min(pause, left))
+                left = min(left, rem)
+            if self._notify is not None and self._watching:
+                # The watch was in place before the look above: a result
+                # written since then has queued an event.
+                self._notify.wait(left)
             else:
-                time.sleep(pause)
-            pause = min(pause * 2, POLL_MAX)
+                time.sleep(left)
+                pause = min(pause * 2, POLL_MAX)
+                self._watch()  # then look again before relying on events
 
     def _scan(self) -> None:
         """Read every complete result line past the current position."""
