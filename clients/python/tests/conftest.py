@@ -154,8 +154,10 @@ def run_procs(cmds: list[list[str]], timeout: float, env: dict[str, str] | None 
 
 def read_results(dir: Path, agent: str) -> list[dict[str, Any]]:
     """Every complete line of an agent's results, in order."""
-    out = []
+    out: list[dict[str, Any]] = []
     folder = dir / "results" / agent
+    if not folder.exists():  # an agent that came when the work was done
+        return out
     for name in sorted(os.listdir(folder)):
         if re.fullmatch(r"[0-9]{20}\.jsonl", name):
             for line in (folder / name).read_bytes().split(b"\n")[:-1]:

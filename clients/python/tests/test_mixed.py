@@ -17,17 +17,39 @@ import pytest
 
 import stateward
 from test_lock import abstract_names, proc_name
-from conftest import HERE, Watcher, agent_cmd, check_board, make_board, read_intents, run_procs, wait_for
+from conftest import HERE, REPO, Watcher, agent_cmd, check_board, make_board, read_intents, run_procs, wait_for
+
+
+def ts_client() -> str | None:
+    """The built TypeScript client (clients/typescript/dist/index.js, or
+    $STATEWARD_TS_CLIENT), or None when this checkout has no TypeScript
+    client. A TypeScript client that is there but not built fails the test."""
+    env = os.environ.get("STATEWARD_TS_CLIENT")
+    if env:
+        return env
+    if not (REPO / "clients" / "typescript" / "package.json").exists():
+        return None
+    index = REPO / "clients" / "typescript" / "dist" / "index.js"
+    assert index.exists(), f"{index} missing: run npm ci && npm run build in clients/typescript"
+    return str(index)
+
+
+def ts_cmd(mode: str, dir: Path, agent: str) -> list[str]:
+    client = ts_client()
+    assert client is not None
+    return ["node", str(HERE / "ts_agent.mjs"), mode, client, str(dir), agent]
 
 
 def test_mixed_agents_claim_tasks(state_dir: Path, watcher: Watcher, report: dict[str, Any]) -> None:
     make_board(state_dir, 60)
     d = str(state_dir)
     cmds = (
-        [[watcher.bin, "demo-agent", "--dir", d, "--agent", f"go-{i}"] for i in range(3)]
-        + [agent_cmd("claim", state_dir, f"py-{i}") for i in range(3)]
+        [[watcher.bin, "demo-agent", "--dir", d, "--agent", f"go-{i}"] for i in range(2)]
+        + [agent_cmd("claim", state_dir, f"py-{i}") for i in range(2)]
         + [[sys.executable, str(HERE / "cli_agent.py"), watcher.bin, d, f"cli-{i}"] for i in range(2)]
     )
+    if ts_client() is not None:
+        cmds += [ts_cmd("claim", state_dir, f"ts-{i}") for i in range(2)]
     start = time.monotonic()
     sums = run_procs(cmds, timeout=300)
     took = time.monotonic() - start
@@ -37,7 +59,7 @@ def test_mixed_agents_claim_tasks(state_dir: Path, watcher: Watcher, report: dic
         kind = s["agent"].split("-")[0]
         by_kind[kind] = by_kind.get(kind, 0) + len(s["claimed"])
     assert sum(by_kind.values()) == 60
-    report["mixed Go/Python/CLI agents, 60 tasks"] = (
+    report[f"mixed {'Go/Python/CLI/TypeScript' if ts_client() else 'Go/Python/CLI (no TypeScript client in this checkout)'} agents, 60 tasks"] = (
         f"claims by kind {by_kind}, {sum(s['intents'] for s in sums)} intents in {took:.2f}s, double claims 0"
     )
 
@@ -114,3 +136,27 @@ def test_go_holds_python_refused(state_dir: Path, stateward_bin: str) -> None:
         p.wait(timeout=60)
     with stateward.open(d, agent="y") as a:  # released by the Go process's death
         assert a.append("y.json", merge=1) == 1
+
+
+def test_typescript_and_python_exclude_each_other(state_dir: Path) -> None:
+    """Python holds an agent: the TypeScript client is refused; TypeScript
+    holds one: Python is refused, by the socket (the name both bind)."""
+    if ts_client() is None:
+        return  # no TypeScript client in this checkout (reported by the mixed test's figures)
+    d = str(state_dir)
+    with stateward.open(d, agent="p"):
+        p = subprocess.run(ts_cmd("try", state_dir, "p"), capture_output=True, timeout=60)
+        assert p.returncode == 3, (p.returncode, p.stderr)
+    p = subprocess.run(ts_cmd("try", state_dir, "p"), capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    h = subprocess.Popen(ts_cmd("hold", state_dir, "t"), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert h.stdout is not None and h.stdout.readline() == b"held\n"
+        assert proc_name(stateward.lock_socket_name(str(state_dir / "journal" / "t"))) in abstract_names()
+        with pytest.raises(stateward.WriterBusy, match="socket"):
+            stateward.open(d, agent="t")
+    finally:
+        h.kill()  # SIGKILL: the kernel lets go of the name
+        h.wait(timeout=60)
+    with stateward.open(d, agent="t"):
+        pass
