@@ -1,7 +1,8 @@
 """A Python agent process for the multi-process tests.
 
     agent_proc.py claim  DIR AGENT [MAX_CLAIMS]   claim open tasks of tasks.json
-    agent_proc.py update DIR AGENT N              N read-modify-write updates of counter.json
+    agent_proc.py update DIR AGENT N [GO]         N read-modify-write updates of counter.json
+                                                  (once the file GO exists)
     agent_proc.py append DIR AGENT                append incs to counter.json until killed,
                                                   printing each seq once durable
     agent_proc.py hold   DIR AGENT                hold the agent name until stdin closes
@@ -13,8 +14,10 @@ conflicts, intents, results.
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
+import time
 from typing import Any
 
 import stateward
@@ -55,9 +58,11 @@ def claim(dir: str, name: str, max_claims: int) -> dict[str, Any]:
     return s
 
 
-def update(dir: str, name: str, n: int) -> dict[str, Any]:
+def update(dir: str, name: str, n: int, go: str | None) -> dict[str, Any]:
     attempts = []
     with stateward.open(dir, agent=name) as agent:
+        while go is not None and not os.path.exists(go):  # all start together
+            time.sleep(0.001)
         for _ in range(n):
             r = agent.update(
                 "counter.json",
@@ -90,7 +95,7 @@ def main() -> None:
     if mode == "claim":
         print(json.dumps(claim(dir, name, int(rest[0]) if rest else 0)))
     elif mode == "update":
-        print(json.dumps(update(dir, name, int(rest[0]))))
+        print(json.dumps(update(dir, name, int(rest[0]), rest[1] if len(rest) > 1 else None)))
     elif mode == "append":
         append(dir, name)
     elif mode == "hold":

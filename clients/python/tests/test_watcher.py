@@ -89,7 +89,21 @@ def test_update_under_contention(state_dir: Path, watcher: Watcher, report: dict
     with stateward.open(str(state_dir), agent="setup") as a:
         assert a.submit("counter.json", merge={"n": 0, "by": []}, if_version=0)["status"] == "applied"
     procs, each = 6, 15
-    sums = run_procs([agent_cmd("update", state_dir, f"u-{i}", str(each)) for i in range(procs)], timeout=300)
+    go = state_dir.parent / "go"
+    names = [f"u-{i}" for i in range(procs)]
+
+    def start_together() -> None:
+        # Once every process has opened its agent, let them all go at once.
+        wait_for(lambda: all(proc_holds(state_dir, n) for n in names), 120, "the updaters to open")
+        go.touch()
+
+    t = threading.Thread(target=start_together)
+    t.start()
+    try:
+        sums = run_procs([agent_cmd("update", state_dir, n, str(each), str(go)) for n in names], timeout=300)
+    finally:
+        go.touch()
+        t.join()
     version, data = stateward.read_document(str(state_dir), "counter.json", 10)
     assert data["n"] == procs * each, "lost update"
     assert sorted(data["by"]) == sorted(f"u-{i}" for i in range(procs) for _ in range(each))
@@ -100,6 +114,16 @@ def test_update_under_contention(state_dir: Path, watcher: Watcher, report: dict
         f"n={data['n']}, attempts mean {statistics.mean(attempts):.2f}, max {max(attempts)}, "
         f"conflicts {sum(attempts) - len(attempts)}"
     )
+
+
+def proc_holds(dir: Path, agent: str) -> bool:
+    """Whether some writer holds agent (its socket name is bound)."""
+    folder = dir / "journal" / agent
+    if not folder.exists():
+        return False
+    want = stateward.lock_socket_name(str(folder)).decode().replace("\0", "@")
+    with open("/proc/net/unix") as f:
+        return any(want in line for line in f)
 
 
 def test_kill9_mid_append_and_restart(state_dir: Path, watcher: Watcher) -> None:
