@@ -160,3 +160,10 @@ def test_closed(tmp_path: Path) -> None:
     a.close()
     with pytest.raises(stateward.Closed):
         a.append("x.json", merge=1)
+
+
+def test_star_import_keeps_builtin_open() -> None:
+    ns: dict = {}
+    exec("from stateward import *", ns)
+    assert "open" not in ns and "WriterBusy" in ns and "Conflict" in ns
+    assert callable(stateward.open)

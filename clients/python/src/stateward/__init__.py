@@ -38,6 +38,8 @@ from ._errors import (
 from ._format import DEFAULT_MAX_LINE, DEFAULT_SEGMENT_SIZE, segment_name
 from ._writer import lock_socket_name
 
+# open is left out of __all__ so that "from stateward import *" does not
+# hide the builtin open; call it as stateward.open.
 __all__ = [
     "DEFAULT_BACKOFF_FACTOR",
     "DEFAULT_INITIAL_DELAY",
@@ -56,7 +58,6 @@ __all__ = [
     "UpdateFunc",
     "WriterBusy",
     "lock_socket_name",
-    "open",
     "read_document",
     "segment_name",
 ]
