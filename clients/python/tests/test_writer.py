@@ -167,3 +167,10 @@ def test_star_import_keeps_builtin_open() -> None:
     exec("from stateward import *", ns)
     assert "open" not in ns and "WriterBusy" in ns and "Conflict" in ns
     assert callable(stateward.open)
+
+
+def test_path_and_positional_patch(tmp_path: Path) -> None:
+    with stateward.open(tmp_path, "a") as a:  # a pathlib.Path, the agent positional
+        assert a.dir == str(tmp_path)
+        assert a.append("x.json", [{"op": "add", "path": "", "value": 1}]) == 1
+    assert stateward.read_document(tmp_path, "x.json") == (0, None)

@@ -16,6 +16,8 @@ only::
 
 from __future__ import annotations
 
+import os
+
 from ._agent import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_INITIAL_DELAY,
@@ -64,7 +66,7 @@ __all__ = [
 
 
 def open(
-    dir: str,
+    dir: str | os.PathLike[str],
     agent: str,
     *,
     lock_timeout: float = 0.0,

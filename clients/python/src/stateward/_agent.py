@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from types import TracebackType
@@ -41,7 +42,7 @@ class Agent:
 
     def __init__(
         self,
-        dir: str,
+        dir: str | os.PathLike[str],
         agent: str,
         *,
         lock_timeout: float = 0.0,
@@ -49,6 +50,7 @@ class Agent:
         max_line: int = DEFAULT_MAX_LINE,
         inotify: bool = True,
     ) -> None:
+        dir = os.fspath(dir)
         self.dir = dir
         self.name = agent
         self._writer = Writer(dir, agent, segment_size=segment_size, max_line=max_line, lock_timeout=lock_timeout)
@@ -84,8 +86,8 @@ class Agent:
     def append(
         self,
         file: str,
-        *,
         patch: Any = UNSET,
+        *,
         merge: Any = UNSET,
         if_version: int | None = None,
         id: str | None = None,
@@ -110,8 +112,8 @@ class Agent:
     def submit(
         self,
         file: str,
-        *,
         patch: Any = UNSET,
+        *,
         merge: Any = UNSET,
         if_version: int | None = None,
         id: str | None = None,

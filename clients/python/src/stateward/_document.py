@@ -58,13 +58,14 @@ def _read_once(dir: str, name: str) -> tuple[int, Any]:
     raise Unversioned(f"stateward: document on disk matches no committed version: {name}")
 
 
-def read_document(dir: str, name: str, timeout: float) -> tuple[int, Any]:
+def read_document(dir: str | os.PathLike[str], name: str, timeout: float = 10.0) -> tuple[int, Any]:
     """Document name of state directory dir and its version, as (version,
     data); data is None when the document does not exist. The pair is
     consistent: data is exactly what the watcher wrote as that version. While
     a commit replaces the file it retries (1 ms doubling to 100 ms) for up to
     timeout seconds, then raises Unversioned."""
     check_doc_name(name)
+    dir = os.fspath(dir)
     deadline = time.monotonic() + timeout
     delay = 0.001
     while True:
