@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -30,10 +31,24 @@ func conformanceDir(tb testing.TB) string {
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			tb.Skipf("conformance suite not found: no go.mod above %s to find ../shared/conformance/json-patch-tests/ from (set STATEWARD_CONFORMANCE_DIR)", wd)
+			conformanceMissing(tb, fmt.Sprintf("no go.mod above %s to find ../shared/conformance/json-patch-tests/ from", wd))
 		}
 		dir = parent
 	}
+}
+
+// conformanceMissing ends a test that cannot find the conformance suite.
+// Under CI=true that is a failure: CI must run the suite. Elsewhere the
+// test is skipped, and says so on standard error as well as in its skip
+// message, so that a plain clone does not pass it silently.
+func conformanceMissing(tb testing.TB, why string) {
+	tb.Helper()
+	msg := fmt.Sprintf("RFC 6902 conformance suite not found, so %s DID NOT RUN: %s (clone github.com/json-patch/json-patch-tests to ../shared/conformance/json-patch-tests next to the module, or set STATEWARD_CONFORMANCE_DIR)", tb.Name(), why)
+	if os.Getenv("CI") == "true" {
+		tb.Fatal(msg)
+	}
+	fmt.Fprintf(os.Stderr, "\n*** WARNING: %s ***\n\n", msg)
+	tb.Skip(msg)
 }
 
 // conformanceRecord is one record of the suite: see its README.
@@ -52,7 +67,7 @@ func TestConformance(t *testing.T) {
 		path := filepath.Join(dir, file)
 		data, err := os.ReadFile(path)
 		if errors.Is(err, fs.ErrNotExist) {
-			t.Skipf("conformance suite not found: %s does not exist (set STATEWARD_CONFORMANCE_DIR to the json-patch-tests folder)", path)
+			conformanceMissing(t, path+" does not exist")
 		}
 		if err != nil {
 			t.Fatalf("read suite: %v", err)
@@ -119,4 +134,33 @@ func decodeJSON(tb testing.TB, data []byte) any {
 		tb.Fatalf("decode %s: %v", data, err)
 	}
 	return v
+}
+
+// TestConformance_Missing runs TestConformance in a child process against a
+// folder without the suite: under CI=true it must fail, elsewhere it must
+// say on standard error that it did not run.
+func TestConformance_Missing(t *testing.T) {
+	if os.Getenv("STATEWARD_CONFORMANCE_CHILD") != "" {
+		t.Skip("in the child")
+	}
+	for _, tc := range []struct {
+		name   string
+		ci     string
+		wantOK bool
+	}{
+		{name: "CI", ci: "true", wantOK: false},
+		{name: "Local", ci: "", wantOK: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run", "^TestConformance$", "-test.v")
+			cmd.Env = append(os.Environ(), "CI="+tc.ci, "STATEWARD_CONFORMANCE_DIR="+t.TempDir(), "STATEWARD_CONFORMANCE_CHILD=1")
+			out, err := cmd.CombinedOutput()
+			if got := err == nil; got != tc.wantOK {
+				t.Fatalf("CI=%q: child succeeded=%v, want %v; output:\n%s", tc.ci, got, tc.wantOK, out)
+			}
+			if !bytes.Contains(out, []byte("DID NOT RUN")) {
+				t.Fatalf("CI=%q: output does not say the suite did not run:\n%s", tc.ci, out)
+			}
+		})
+	}
 }

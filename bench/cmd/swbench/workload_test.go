@@ -1,8 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
 	"testing"
+
+	"github.com/stateward/stateward/replay"
 )
 
 func TestBoardJSON(t *testing.T) {
@@ -64,8 +70,48 @@ func TestOpFor(t *testing.T) {
 	}
 }
 
+// TestBoardSizes checks that each size of the sweep is what its label
+// says (within 5%) and that the board is already in the watcher's encoding, so the first write does
+// not reformat it and the measured bytes are the written bytes.
 func TestBoardSizes(t *testing.T) {
 	for _, d := range knownSizes {
-		t.Logf("%s: %d bytes", d.Label, len(boardJSON(d.Tasks)))
+		t.Run(d.Label, func(t *testing.T) {
+			if testing.Short() && d.Tasks > 10000 {
+				t.Skip("-short: 15MB board skipped")
+			}
+			b := boardJSON(d.Tasks)
+			want, err := labelBytes(d.Label)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := float64(len(b)); got < 0.95*want || got > 1.05*want {
+				t.Errorf("board of %d tasks is %d bytes, want %s (%.0f bytes) within 5%%", d.Tasks, len(b), d.Label, want)
+			}
+			doc, err := replay.ParseDoc(b)
+			if err != nil {
+				t.Fatalf("ParseDoc: %v", err)
+			}
+			if got := doc.AppendJSON(nil); !bytes.Equal(got, b) {
+				t.Errorf("board is not in the watcher's encoding: %d bytes written for %d", len(got), len(b))
+			}
+		})
 	}
+}
+
+// labelBytes returns the bytes a size label such as "1.5MB" names
+// (decimal units).
+func labelBytes(label string) (float64, error) {
+	for _, u := range []struct {
+		suffix string
+		mult   float64
+	}{{"MB", 1e6}, {"KB", 1e3}} {
+		if num, ok := strings.CutSuffix(label, u.suffix); ok {
+			f, err := strconv.ParseFloat(num, 64)
+			if err != nil {
+				return 0, fmt.Errorf("size label %q: %w", label, err)
+			}
+			return f * u.mult, nil
+		}
+	}
+	return 0, fmt.Errorf("size label %q: want a KB or MB suffix", label)
 }
