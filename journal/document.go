@@ -122,7 +122,9 @@ func readDocumentOnce(dir, name string) (Document, error) {
 			return Document{File: name, Version: dv.Version, Data: json.RawMessage("null")}, nil
 		case exists && known && dv.Exists && dv.SHA256 == hash:
 			var buf bytes.Buffer
-			if err := json.Compact(&buf, data); err != nil {
+			// A byte order mark (some editors write one; RFC 8259 lets a
+			// parser ignore it) is not part of the JSON text.
+			if err := json.Compact(&buf, bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))); err != nil {
 				return Document{}, fmt.Errorf("read %s: %w", name, err)
 			}
 			return Document{File: name, Version: dv.Version, Data: buf.Bytes()}, nil

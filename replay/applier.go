@@ -32,8 +32,14 @@ const (
 	// in memory (each agent gets an equal share of it).
 	DefaultMaxBatchBytes = 64 << 20
 	// DefaultMaxDocSize is the largest document file the watcher reads (a
-	// larger one is reported unusable).
+	// larger one is reported unusable) and writes (an intent that would
+	// make a document larger is rejected).
 	DefaultMaxDocSize = 256 << 20
+	// DefaultMaxDepth is the deepest nesting of arrays and objects an
+	// intent may create in a document: deep enough for any real document,
+	// shallow enough for every common JSON parser (Python's json stops
+	// near 1,000) and for the indentation (quadratic in the depth).
+	DefaultMaxDepth = 512
 	// DefaultResultSegmentSize is the size past which an agent's results
 	// continue in a new segment.
 	DefaultResultSegmentSize = 64 << 20
@@ -82,7 +88,8 @@ type Applier struct {
 	MaxBatch            int           // lines per batch; set by NewApplier
 	MaxAgentBatch       int           // lines per agent per batch; set by NewApplier
 	MaxBatchBytes       int64         // bytes of lines per batch; set by NewApplier
-	MaxDocSize          int64         // largest document file read; set by NewApplier
+	MaxDocSize          int64         // largest document file read or written; set by NewApplier
+	MaxDepth            int           // deepest nesting an intent may create; set by NewApplier
 	RetainResults       int           // results kept per agent for retries; set by NewApplier
 	ResultSegmentSize   int64         // set by NewApplier
 	ResultsSyncInterval time.Duration // set by NewApplier
@@ -132,6 +139,7 @@ func NewApplier(dir string, logger hclog.Logger) *Applier {
 		MaxAgentBatch:       DefaultMaxAgentBatch,
 		MaxBatchBytes:       DefaultMaxBatchBytes,
 		MaxDocSize:          DefaultMaxDocSize,
+		MaxDepth:            DefaultMaxDepth,
 		RetainResults:       DefaultRetainResults,
 		ResultSegmentSize:   DefaultResultSegmentSize,
 		ResultsSyncInterval: DefaultResultsSyncInterval,
@@ -159,7 +167,7 @@ func (a *Applier) point(name string) {
 // the commit log and Step may run.
 func (a *Applier) Open() error {
 	switch {
-	case a.MaxLine < 2, a.MaxBatch < 1, a.MaxAgentBatch < 1, a.MaxBatchBytes < 1, a.RetainResults < 1, a.ResultSegmentSize < 1, a.MaxDocSize < 1,
+	case a.MaxLine < 2, a.MaxBatch < 1, a.MaxAgentBatch < 1, a.MaxBatchBytes < 1, a.RetainResults < 1, a.ResultSegmentSize < 1, a.MaxDocSize < 1, a.MaxDepth < 1,
 		a.ResultSegmentsKept < 1, a.CheckpointBytes < 1:
 		return fmt.Errorf("replay: limits must be positive (max line %d, batch %d, agent batch %d, batch bytes %d, retain %d, result segment %d, doc size %d)",
 			a.MaxLine, a.MaxBatch, a.MaxAgentBatch, a.MaxBatchBytes, a.RetainResults, a.ResultSegmentSize, a.MaxDocSize)
@@ -408,6 +416,9 @@ func (a *Applier) commit(entries []entry, moved map[string]cursor, prevSeg map[s
 		Journals: moved,
 		Synced:   a.synced,
 		Retain:   m.retain,
+
+		MaxDocSize: m.maxDocSize,
+		MaxDepth:   m.maxDepth,
 	}
 	// Documents: encode each changed one once for the whole batch.
 	var write []string

@@ -44,6 +44,11 @@ type commitRecord struct {
 	// Retain is the retention window for retries the batch was decided
 	// with; replay --verify decides with the same.
 	Retain int `json:"retain"`
+	// MaxDocSize and MaxDepth are the limits the batch's intents were
+	// decided with (0: none, and the parser's depth limit, as before they
+	// were recorded); replay --verify decides with the same.
+	MaxDocSize int64 `json:"max_doc_size,omitempty"`
+	MaxDepth   int   `json:"max_depth,omitempty"`
 }
 
 // entry is one processed journal line.

@@ -78,7 +78,7 @@ func (a *Applier) adoptionFor(name string, d *docState) (ad adoption, ok bool) {
 			return ad, false
 		}
 		if _, perr := ParseDoc(data); perr != nil {
-			ad.Broken = "not valid JSON: " + perr.Error()
+			ad.Broken = perr.Error()
 		} else {
 			ad.Exists, ad.Data = true, data
 			ad.Version = 1

@@ -191,6 +191,94 @@ func detachCopy(v value) value {
 	return v
 }
 
+// encSize returns the bytes appendValue writes for v at nesting level
+// level, without writing them.
+func encSize(v value, level int) int64 { return sizeOf(v, level, false) }
+
+// sizeOf returns the bytes appendValue writes for v at nesting level level
+// or, with dropNulls, for v after dropNulls (null members of objects left
+// out, recursively through objects but not arrays).
+func sizeOf(v value, level int, dropNulls bool) int64 {
+	switch v.kind {
+	case kindNull, kindTrue:
+		return 4
+	case kindFalse:
+		return 5
+	case kindNumber:
+		return int64(len(v.str))
+	case kindString:
+		return stringSize(v.str)
+	case kindArray:
+		var items int64
+		for _, e := range v.arr.elems {
+			items += itemSize("", false, sizeOf(e, level+1, false), level+1)
+		}
+		return items + containerOverhead(len(v.arr.elems), level)
+	case kindObject:
+		var items int64
+		n := 0
+		for _, m := range v.obj.members {
+			if dropNulls && m.val.kind == kindNull {
+				continue
+			}
+			items += itemSize(m.key, true, sizeOf(m.val, level+1, dropNulls), level+1)
+			n++
+		}
+		return items + containerOverhead(n, level)
+	}
+	return 0
+}
+
+// itemSize returns the bytes an item of an array or object takes, the
+// separating comma aside: a newline, the indentation of level (the item's
+// own), for a member the key and ": ", and the value, of vsize bytes.
+func itemSize(key string, member bool, vsize int64, level int) int64 {
+	n := 1 + 2*int64(level) + vsize
+	if member {
+		n += stringSize(key) + 2
+	}
+	return n
+}
+
+// containerOverhead returns the bytes of an array or object at nesting
+// level level with n items, besides the items: the brackets, the commas
+// and the newline and indentation before the closing bracket.
+func containerOverhead(n, level int) int64 {
+	if n == 0 {
+		return 2
+	}
+	return 3 + 2*int64(level) + int64(n-1)
+}
+
+// insertDelta returns the bytes added by inserting an item of itemBytes
+// into an array or object at nesting level level that has n items.
+func insertDelta(n, level int, itemBytes int64) int64 {
+	return containerOverhead(n+1, level) - containerOverhead(n, level) + itemBytes
+}
+
+// stringSize returns the bytes appendString writes for s.
+func stringSize(s string) int64 {
+	n := int64(len(s)) + 2
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !escapeByte[c] {
+			continue
+		}
+		switch {
+		case c == 0xE2:
+			if i+2 < len(s) && s[i+1] == 0x80 && (s[i+2] == 0xA8 || s[i+2] == 0xA9) {
+				n += 3 // \u2028 for 3 bytes
+				i += 2
+			}
+		case c == '\\', c == '"', c == '\b', c == '\f', c == '\n', c == '\r', c == '\t':
+			n++
+		default:
+			n += 5 // \u00XX
+		}
+	}
+	return n
+}
+
 // depthOf returns the nesting depth of v: 0 for a scalar, 1 for an array or
 // object of scalars, and so on.
 func depthOf(v value) int {
@@ -277,9 +365,24 @@ type parser struct {
 	members []member
 }
 
-// errorf returns an error wrapping ErrInvalidJSON at byte offset off.
+// SyntaxError is the error of text that is not one valid JSON value.
+// errors.Is matches it with ErrInvalidJSON.
+type SyntaxError struct {
+	Offset int    // byte offset of the fault in the text
+	Msg    string // what is wrong there
+}
+
+// Error returns "not valid JSON at offset N: WHAT".
+func (e *SyntaxError) Error() string {
+	return fmt.Sprintf("not valid JSON at offset %d: %s", e.Offset, e.Msg)
+}
+
+// Is reports whether target is ErrInvalidJSON.
+func (e *SyntaxError) Is(target error) bool { return target == ErrInvalidJSON }
+
+// errorf returns a *SyntaxError at byte offset off.
 func (p *parser) errorf(off int, format string, args ...any) error {
-	return fmt.Errorf("%w: offset %d: %s", ErrInvalidJSON, off, fmt.Sprintf(format, args...))
+	return &SyntaxError{Offset: off, Msg: fmt.Sprintf(format, args...)}
 }
 
 // describe names the byte at offset i for an error message.

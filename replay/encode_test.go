@@ -156,7 +156,8 @@ func TestParseDoc(t *testing.T) {
 		{"DuplicateKey", `{"a":1,"b":{"x":1,"x":2}}`, `offset 11: duplicate key "x" in object`},
 		{"DuplicateKeyEscaped", `{"a":1,"\u0061":2}`, `duplicate key "a"`},
 		{"Unclosed", `{"a":[1,2}`, "offset 9: unexpected character '}', expecting ',' or ']'"},
-		{"BOM", "\ufeff{}", "offset 0: unexpected byte 0xef"},
+		{"BOMThenJunk", "\ufeff{", "offset 4: unexpected end of input"},
+		{"BOMTwice", "\ufeff\ufeff{}", "offset 3: unexpected byte 0xef"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, err := ParseDoc([]byte(tc.doc))

@@ -79,12 +79,16 @@ func FuzzApply(f *testing.F) {
 		if err != nil {
 			return
 		}
+		docData = bytes.TrimPrefix(docData, []byte(utf8BOM)) // for evanphx
 		ops, err := DecodePatch(patchData)
 		if err != nil {
 			return
 		}
 		orig := d.Clone()
 		before := d.AppendJSON(nil)
+		// A limit far away: the size is tracked through every change and
+		// must equal the bytes written, whatever happens.
+		d.MaxSize = 1 << 40
 		ourErr := d.Apply(ops)
 		checkApplyInvariants(t, d, orig, before, ops, ourErr)
 
@@ -120,6 +124,9 @@ func FuzzApply(f *testing.F) {
 func checkApplyInvariants(t *testing.T, d, orig *Doc, before []byte, ops []Op, err error) {
 	t.Helper()
 	after := d.AppendJSON(nil)
+	if d.sized && d.size != int64(len(after)) {
+		t.Fatalf("tracked size %d, but AppendJSON writes %d bytes (err %v)", d.size, len(after), err)
+	}
 	if err != nil {
 		if !errors.Is(err, ErrInvalidPatch) && !errors.Is(err, ErrTestFailed) {
 			t.Fatalf("error %q wraps neither ErrInvalidPatch nor ErrTestFailed", err)
@@ -308,6 +315,8 @@ func FuzzEncode(f *testing.F) {
 			t.Skip("nested deeper than 256")
 		}
 		d, err := ParseDoc(data)
+		// ParseDoc ignores a byte order mark; encoding/json does not.
+		data = bytes.TrimPrefix(data, []byte(utf8BOM))
 		valid := json.Valid(data)
 		if err != nil {
 			if !errors.Is(err, ErrInvalidJSON) {
@@ -331,6 +340,9 @@ func FuzzEncode(f *testing.F) {
 			t.Fatalf("ParseDoc(%q).Data()=%#v, want %#v", data, got, want)
 		}
 		got := d.AppendJSON(nil)
+		if size := d.Size(); size != int64(len(got)) {
+			t.Fatalf("Size()=%d, but AppendJSON writes %d bytes of %q", size, len(got), data)
+		}
 		if want := marshalIndent(t, d.Data()); !bytes.Equal(got, want) {
 			t.Fatalf("AppendJSON of %q:\n%s\nwant\n%s", data, got, want)
 		}

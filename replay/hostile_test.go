@@ -497,7 +497,7 @@ func hostileRows() []hostileRow {
 			name:   "Patch/TooDeep",
 			setup:  func(h *hostile) { h.append("bad", intentLine(1, "deep.json", `"merge":{"x":{}}`)) },
 			bad:    badIntent(2, "deep.json", `"patch":[{"op":"add","path":"`+strings.Repeat("/x", 5000)+`","value":`+nested(5001)+`}]`),
-			status: rejected, seq: 2, reason: "nested deeper than 10000", next: 3,
+			status: rejected, seq: 2, reason: "nested deeper than 512 levels", next: 3,
 		},
 		{
 			// Decision: a line nested deeper than encoding/json's limit
@@ -512,13 +512,13 @@ func hostileRows() []hostileRow {
 				h.append("bad", intentLine(1, "amp.json", `"patch":[{"op":"add","path":"","value":{"a":[`+strings.TrimSuffix(strings.Repeat("0,", 1000), ",")+`]}}]`))
 			},
 			bad: func(h *hostile) {
-				ops := make([]string, 1100) // 1100 copies of 1001 values > 2^20
+				ops := make([]string, 3000) // 3000 copies of 7,004 bytes > 16 MiB
 				for i := range ops {
 					ops[i] = fmt.Sprintf(`{"op":"copy","from":"/a","path":"/b%d"}`, i)
 				}
 				h.append("bad", intentLine(2, "amp.json", `"patch":[`+strings.Join(ops, ",")+`]`))
 			},
-			status: rejected, seq: 2, reason: "patch copies more than 1048576 values", next: 3,
+			status: rejected, seq: 2, reason: "would copy more than 16777216 bytes", next: 3,
 			check: func(t *testing.T, h *hostile) {
 				if got := len(readJSON(t, h.dir, "amp.json").(map[string]any)); got != 1 {
 					t.Errorf("amp.json has %d members after a rejected patch, want 1 (all or nothing)", got)

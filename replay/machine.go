@@ -23,6 +23,12 @@ type machine struct {
 	commit uint64 // last commit number used
 	retain int    // results kept per agent for retries
 
+	// The limits intents are decided with (Doc.MaxSize, Doc.MaxDepth); 0
+	// is no size limit and the parser's depth limit. Each commit record
+	// holds them, so that replay decides as the batch was decided.
+	maxDocSize int64
+	maxDepth   int
+
 	// load, if set, is asked about a document the machine has not seen. It
 	// returns the adoption that takes in what is on disk, if anything is.
 	// Adoptions made this way are appended to adopted.
@@ -184,6 +190,7 @@ func (m *machine) apply(in journal.Intent) journal.Result {
 	if in.IfVersion != nil && *in.IfVersion != d.version {
 		return fail(journal.StatusConflict, fmt.Sprintf("if_version %d: %s is at version %d", *in.IfVersion, in.File, d.version))
 	}
+	d.doc.MaxSize, d.doc.MaxDepth = m.maxDocSize, m.maxDepth
 	var err error
 	if len(in.Patch) > 0 {
 		var ops []Op
@@ -192,7 +199,7 @@ func (m *machine) apply(in journal.Intent) journal.Result {
 		case err == nil && len(ops) == 0 && !d.doc.Exists():
 			// It would apply and leave nothing to write: a version
 			// without a document (and once, an empty file on disk).
-			err = fmt.Errorf("%w: empty patch on %s, which does not exist: create it with add at the path \"\"", ErrInvalidPatch, in.File)
+			err = &PatchError{Code: CodeInvalidPatch, Op: -1, Msg: fmt.Sprintf("empty patch on %s, which does not exist: create it with add at the path \"\"", in.File)}
 		case err == nil:
 			err = d.doc.Apply(ops)
 		}
@@ -201,9 +208,9 @@ func (m *machine) apply(in journal.Intent) journal.Result {
 	}
 	switch {
 	case errors.Is(err, ErrTestFailed):
-		return fail(journal.StatusConflict, err.Error())
+		return fail(journal.StatusConflict, ResultError(err))
 	case err != nil:
-		return fail(journal.StatusRejected, err.Error())
+		return fail(journal.StatusRejected, ResultError(err))
 	}
 	d.version++
 	d.dirty = true

@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrInvalidJSON is wrapped by the errors of text that is not one valid JSON
@@ -25,27 +26,154 @@ var ErrInvalidPatch = errors.New("replay: invalid patch")
 // failed: the value differs or the path does not exist.
 var ErrTestFailed = errors.New("replay: test failed")
 
+// ErrLimit is wrapped, with ErrInvalidPatch, by the error of a change that
+// would pass a limit: the document's size as written (Doc.MaxSize), its
+// nesting depth (Doc.MaxDepth), or the bytes the copy ops of one patch
+// copy.
+var ErrLimit = errors.New("replay: over a limit")
+
+// Code is the stable category of a failed patch. The text of a result's
+// error is made from it and the failure's details, never from a chain of Go
+// errors, so it carries no package prefix.
+type Code uint8
+
+// The categories of a failed patch.
+const (
+	CodeInvalidPatch Code = iota + 1 // malformed, or does not apply to the document
+	CodeTestFailed                   // a test op failed: a conflict
+	CodeTooLarge                     // the document would pass Doc.MaxSize
+	CodeTooDeep                      // the document would pass Doc.MaxDepth
+	CodeTooMuchCopy                  // the copy ops would copy more than the limit
+)
+
+// String returns the category as error texts begin with it.
+func (c Code) String() string {
+	switch c {
+	case CodeTestFailed:
+		return "test failed"
+	case CodeTooLarge:
+		return "document too large"
+	case CodeTooDeep:
+		return "document too deep"
+	case CodeTooMuchCopy:
+		return "patch copies too much"
+	}
+	return "invalid patch"
+}
+
+// hint says what the author of a failed intent can do.
+func (c Code) hint() string {
+	switch c {
+	case CodeTestFailed:
+		return "read the document again, then decide and resubmit"
+	case CodeTooLarge:
+		return "make the change smaller, or remove data from the document first"
+	case CodeTooDeep:
+		return "nest the value less deeply"
+	case CodeTooMuchCopy:
+		return "copy less in one intent"
+	}
+	return "fix the patch and submit it with a new seq"
+}
+
+// PatchError is the error of a patch or merge patch that failed: nothing of
+// it was applied. errors.Is matches it with ErrTestFailed (CodeTestFailed)
+// or ErrInvalidPatch (every other code), and with ErrLimit for the limits.
+type PatchError struct {
+	Code Code
+	Op   int    // index of the failing operation; -1 for the patch as a whole
+	Desc string // the operation, as "replace /tasks/7/status"; may be empty
+	Msg  string // what was wrong
+	Err  error  // the underlying error, such as a *SyntaxError; may be nil
+}
+
+// Error returns "CATEGORY: op N (OPERATION): WHAT", without a package
+// prefix, e.g. "test failed: op 0 (test /tasks/t1/status): value differs".
+func (e *PatchError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Code.String())
+	if e.Op >= 0 {
+		fmt.Fprintf(&b, ": op %d", e.Op)
+		if e.Desc != "" {
+			fmt.Fprintf(&b, " (%s)", e.Desc)
+		}
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Is reports whether target is the sentinel of the error's code.
+func (e *PatchError) Is(target error) bool {
+	switch target {
+	case ErrTestFailed:
+		return e.Code == CodeTestFailed
+	case ErrInvalidPatch:
+		return e.Code != CodeTestFailed
+	case ErrLimit:
+		return e.Code == CodeTooLarge || e.Code == CodeTooDeep || e.Code == CodeTooMuchCopy
+	}
+	return false
+}
+
+// Unwrap returns the underlying error.
+func (e *PatchError) Unwrap() error { return e.Err }
+
+// ResultError returns the error text of a result for err, an error of
+// Apply, Merge or DecodePatch: what was wrong, where, and what to do.
+func ResultError(err error) string {
+	var pe *PatchError
+	if errors.As(err, &pe) {
+		return pe.Error() + "; " + pe.Code.hint()
+	}
+	return err.Error()
+}
+
 // Doc is a parsed JSON document held in memory. The zero Doc is a document
 // that does not exist. A Doc is not safe for concurrent use.
 type Doc struct {
 	root   value
 	exists bool
 
+	// MaxSize, if positive, is the largest the document may be as written
+	// (AppendJSON, final newline included): an Apply or Merge that would
+	// make it larger fails with CodeTooLarge, checked after each operation,
+	// and changes nothing. The bytes the copy ops of one patch copy are
+	// bounded by MaxCopyBytes, or by MaxSize if it is smaller
+	// (CodeTooMuchCopy).
+	MaxSize int64
+	// MaxDepth, if positive, is the deepest nesting of arrays and objects a
+	// change may create (CodeTooDeep); without it, 10,000 (encoding/json's
+	// limit, which also bounds what ParseDoc reads).
+	MaxDepth int
+
+	// size is the document's exact size as written, when sized is set. It
+	// is computed once, when a limit first needs it, then kept up to date
+	// by each change.
+	size  int64
+	sized bool
+
 	// undo is the undo log of the Apply in progress, kept between calls to
 	// reuse its memory; it is empty outside Apply.
 	undo []undoEntry
-	// copied counts the values the copy ops of the Apply in progress have
-	// copied, against maxCopyValues.
-	copied int
+	// copied counts the bytes (as written at their new place) the copy ops
+	// of the Apply in progress have copied.
+	copied int64
 }
 
-// maxCopyValues bounds the values (scalars, arrays and objects) the copy
-// operations of one patch may copy. Without a bound, a patch that copies the
-// document into itself n times would grow it 2^n-fold; with it, a patch
-// costs memory in proportion to its size plus this bound.
-const maxCopyValues = 1 << 20
+// MaxCopyBytes bounds the bytes (as written at their new place) that the
+// copy operations of one patch may copy, or Doc.MaxSize if that is
+// smaller. Without a bound, a patch that copies the document into itself n
+// times would grow it 2^n-fold; with it, the values one patch adds cost at
+// most its own size plus this bound. Replay decides with the same bound:
+// changing it changes decisions.
+const MaxCopyBytes = 16 << 20
 
-// ParseDoc parses data, one JSON value with optional surrounding whitespace.
+// utf8BOM is the UTF-8 encoding of U+FEFF, the byte order mark.
+const utf8BOM = "\xef\xbb\xbf"
+
+// ParseDoc parses data, one JSON value with optional surrounding whitespace
+// and an optional UTF-8 byte order mark before it.
 // Numbers are kept exactly as written. Text that is not valid JSON, and
 // objects with a duplicate key or strings with invalid UTF-8, give an error
 // wrapping ErrInvalidJSON with the byte offset. As in encoding/json, a \u
@@ -54,8 +182,18 @@ const maxCopyValues = 1 << 20
 // The document's strings are substrings of one copy of data, so parsing
 // costs about one allocation per array and object.
 func ParseDoc(data []byte) (*Doc, error) {
-	v, err := parse(string(data), false)
+	// RFC 8259 lets a parser ignore a byte order mark, which some editors
+	// write; AppendJSON never writes one.
+	bom := 0
+	if len(data) >= len(utf8BOM) && string(data[:len(utf8BOM)]) == utf8BOM {
+		bom = len(utf8BOM)
+	}
+	v, err := parse(string(data[bom:]), false)
 	if err != nil {
+		var se *SyntaxError
+		if errors.As(err, &se) {
+			se.Offset += bom
+		}
 		return nil, err
 	}
 	return &Doc{root: v, exists: true}, nil
@@ -66,7 +204,59 @@ func (d *Doc) Exists() bool { return d.exists }
 
 // Clone returns a deep copy of d.
 func (d *Doc) Clone() *Doc {
-	return &Doc{root: deepCopy(d.root), exists: d.exists}
+	return &Doc{root: deepCopy(d.root), exists: d.exists, MaxSize: d.MaxSize, MaxDepth: d.MaxDepth, size: d.size, sized: d.sized}
+}
+
+// Size returns the bytes AppendJSON writes for the document, without
+// encoding it.
+func (d *Doc) Size() int64 {
+	d.measure()
+	return d.size
+}
+
+// measure computes the document's size, if it is not known.
+func (d *Doc) measure() {
+	if d.sized {
+		return
+	}
+	d.size = 0
+	if d.exists {
+		d.size = encSize(d.root, 0) + 1
+	}
+	d.sized = true
+}
+
+// depthLimit returns the nesting depth a change may create.
+func (d *Doc) depthLimit() int {
+	if d.MaxDepth > 0 {
+		return min(d.MaxDepth, maxDepth)
+	}
+	return maxDepth
+}
+
+// copyLimit returns the bytes the copy ops of one patch may copy.
+func (d *Doc) copyLimit() int64 {
+	if d.MaxSize > 0 {
+		return min(d.MaxSize, MaxCopyBytes)
+	}
+	return MaxCopyBytes
+}
+
+// grow adds delta to the document's size, if it is tracked, unless that
+// passes MaxSize.
+func (d *Doc) grow(delta int64) *opError {
+	if !d.sized {
+		return nil
+	}
+	if d.MaxSize > 0 && delta > 0 && d.size+delta > d.MaxSize {
+		return tooLarge(d.size+delta, d.MaxSize)
+	}
+	d.size += delta
+	return nil
+}
+
+func tooLarge(size, limit int64) *opError {
+	return &opError{code: CodeTooLarge, msg: fmt.Sprintf("the document would be %d bytes as written, over the limit of %d bytes (the watcher's --max-doc-size)", size, limit)}
 }
 
 // Data returns the document as the values encoding/json decodes into an any
@@ -115,19 +305,19 @@ func DecodePatch(raw []byte) ([]Op, error) {
 	// it puts into the document (detachCopy), so the document never pins it.
 	v, err := parse(string(raw), false)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidPatch, err)
+		return nil, &PatchError{Code: CodeInvalidPatch, Op: -1, Msg: err.Error(), Err: err}
 	}
 	if v.kind != kindArray {
-		return nil, fmt.Errorf("%w: patch is %s, want an array of operations", ErrInvalidPatch, article(v.kind))
+		return nil, &PatchError{Code: CodeInvalidPatch, Op: -1, Msg: fmt.Sprintf("patch is %s, want an array of operations", article(v.kind))}
 	}
 	ops := make([]Op, len(v.arr.elems))
 	for i, e := range v.arr.elems {
 		if e.kind != kindObject {
-			return nil, fmt.Errorf("%w: op %d: operation is %s, want an object", ErrInvalidPatch, i, article(e.kind))
+			return nil, &PatchError{Code: CodeInvalidPatch, Op: i, Msg: fmt.Sprintf("operation is %s, want an object", article(e.kind))}
 		}
 		op, err := decodeOp(e.obj)
 		if err != nil {
-			return nil, fmt.Errorf("%w: op %d: %w", ErrInvalidPatch, i, err)
+			return nil, &PatchError{Code: CodeInvalidPatch, Op: i, Msg: err.Error()}
 		}
 		ops[i] = op
 	}
@@ -355,10 +545,12 @@ func (d *Doc) rollback() {
 }
 
 // Apply applies ops to the document atomically: all of them or, on error,
-// none, leaving the document exactly as it was. A test operation that fails
-// (the value differs or the path does not exist) gives an error wrapping
-// ErrTestFailed. Every other failure wraps ErrInvalidPatch and names the
-// operation, e.g. "op 2 (replace /tasks/7/status): path not found".
+// none, leaving the document exactly as it was. Errors are *PatchError. A
+// test operation that fails (the value differs or the path does not exist)
+// gives an error wrapping ErrTestFailed. Every other failure wraps
+// ErrInvalidPatch and names the operation, e.g. "invalid patch: op 2
+// (replace /tasks/7/status): path not found"; one that passes a limit
+// (MaxSize, MaxDepth, the copy bound) also wraps ErrLimit.
 //
 // On a document that does not exist, only add at the path "" (which creates
 // it) and test (which fails) apply. Remove at "" is an error: a patch does
@@ -368,12 +560,15 @@ func (d *Doc) rollback() {
 // its cost is that of the operations, not of the document. Values are
 // copied from the ops, which can be applied again.
 func (d *Doc) Apply(ops []Op) error {
-	root, exists := d.root, d.exists
+	if d.MaxSize > 0 {
+		d.measure()
+	}
+	root, exists, size := d.root, d.exists, d.size
 	d.copied = 0
 	for i := range ops {
 		if err := d.apply(&ops[i], i); err != nil {
 			d.rollback()
-			d.root, d.exists = root, exists
+			d.root, d.exists, d.size = root, exists, size
 			clear(d.undo)
 			d.undo = d.undo[:0]
 			return err
@@ -386,28 +581,39 @@ func (d *Doc) Apply(ops []Op) error {
 
 // opError is the failure of an operation.
 type opError struct {
-	sentinel error  // ErrInvalidPatch or ErrTestFailed
-	msg      string // what went wrong
+	code Code   // CodeInvalidPatch unless set
+	msg  string // what went wrong
 }
 
 func failf(format string, args ...any) *opError {
-	return &opError{sentinel: ErrInvalidPatch, msg: fmt.Sprintf(format, args...)}
+	return &opError{code: CodeInvalidPatch, msg: fmt.Sprintf(format, args...)}
 }
 
 var (
-	errNotFound  = &opError{sentinel: ErrInvalidPatch, msg: "path not found"}
-	errNoDoc     = &opError{sentinel: ErrInvalidPatch, msg: "document does not exist"}
-	errTooDeep   = &opError{sentinel: ErrInvalidPatch, msg: fmt.Sprintf("document would be nested deeper than %d", maxDepth)}
-	errTestValue = &opError{sentinel: ErrTestFailed, msg: "value differs"}
-
-	errTooMuchCopy = &opError{sentinel: ErrInvalidPatch, msg: fmt.Sprintf("patch copies more than %d values", maxCopyValues)}
+	errNotFound  = &opError{code: CodeInvalidPatch, msg: "path not found"}
+	errNoDoc     = &opError{code: CodeInvalidPatch, msg: "document does not exist: create it with add at the path \"\""}
+	errTestValue = &opError{code: CodeTestFailed, msg: "value differs"}
 )
+
+func (d *Doc) tooDeep() *opError {
+	return &opError{code: CodeTooDeep, msg: fmt.Sprintf("the document would be nested deeper than %d levels, the limit", d.depthLimit())}
+}
+
+// maxDescribed is the longest pointer an error message quotes whole.
+const maxDescribed = 200
 
 // describe returns the operation as error messages name it.
 func (op *Op) describe() string {
 	p := func(s string) string {
 		if s == "" {
 			return `""`
+		}
+		// A result names the op, not a megabyte of path.
+		if n := maxDescribed; len(s) > n {
+			for n > 0 && !utf8.RuneStart(s[n]) {
+				n--
+			}
+			return fmt.Sprintf("%s... (%d bytes)", s[:n], len(s))
 		}
 		return s
 	}
@@ -423,16 +629,17 @@ func (d *Doc) apply(op *Op, i int) error {
 		// Built by hand: validate a copy, leaving the caller's Op as it is.
 		c := *op
 		if err := c.prepare(); err != nil {
-			return fmt.Errorf("%w: op %d (%s): %w", ErrInvalidPatch, i, op.describe(), err)
+			return &PatchError{Code: CodeInvalidPatch, Op: i, Desc: op.describe(), Msg: err.Error()}
 		}
 		op = &c
 	}
 	if e := d.applyOp(op); e != nil {
-		if op.Kind == opTest && e.sentinel != ErrTestFailed {
+		code := e.code
+		if op.Kind == opTest {
 			// A test whose path does not resolve is a failed test.
-			e = &opError{sentinel: ErrTestFailed, msg: e.msg}
+			code = CodeTestFailed
 		}
-		return fmt.Errorf("%w: op %d (%s): %s", e.sentinel, i, op.describe(), e.msg)
+		return &PatchError{Code: code, Op: i, Desc: op.describe(), Msg: e.msg}
 	}
 	return nil
 }
@@ -443,16 +650,16 @@ func (d *Doc) applyOp(op *Op) *opError {
 	}
 	switch op.Kind {
 	case opAdd:
-		if len(op.path)+op.depth > maxDepth {
-			return errTooDeep
+		if len(op.path)+op.depth > d.depthLimit() {
+			return d.tooDeep()
 		}
-		return d.add(op.path, detachCopy(op.Value))
+		return d.add(op.path, detachCopy(op.Value), -1)
 	case opRemove:
 		_, e := d.remove(op.path)
 		return e
 	case opReplace:
-		if len(op.path)+op.depth > maxDepth {
-			return errTooDeep
+		if len(op.path)+op.depth > d.depthLimit() {
+			return d.tooDeep()
 		}
 		return d.replace(op.path, detachCopy(op.Value))
 	case opMove:
@@ -462,14 +669,18 @@ func (d *Doc) applyOp(op *Op) *opError {
 		if e != nil {
 			return e
 		}
-		if d.copied += countValues(v, maxCopyValues-d.copied+1); d.copied > maxCopyValues {
-			return errTooMuchCopy
+		if len(op.path) > len(op.from) && len(op.path)+depthOf(v) > d.depthLimit() {
+			return d.tooDeep()
 		}
-		v = deepCopy(v)
-		if len(op.path) > len(op.from) && len(op.path)+depthOf(v) > maxDepth {
-			return errTooDeep
+		// Count and check before copying: the copy is the memory.
+		n := encSize(v, len(op.path))
+		if d.copied += n; d.copied > d.copyLimit() {
+			return &opError{code: CodeTooMuchCopy, msg: fmt.Sprintf("the copy ops of the patch would copy more than %d bytes (as written), the limit", d.copyLimit())}
 		}
-		return d.add(op.path, v)
+		if d.sized && d.MaxSize > 0 && len(op.path) > 0 && d.size+n > d.MaxSize {
+			return tooLarge(d.size+n, d.MaxSize) // at least n more
+		}
+		return d.add(op.path, deepCopy(v), n)
 	case opTest:
 		v, e := d.get(op.path)
 		if e != nil {
@@ -543,9 +754,16 @@ func index(a *array, tok string) (int, *opError) {
 }
 
 // add adds v at toks (RFC 6902 section 4.1): it sets an object member,
-// inserts an array element, or replaces the whole document.
-func (d *Doc) add(toks []string, v value) *opError {
+// inserts an array element, or replaces the whole document. vsize is v's
+// size as written at its new place, or -1 if the caller has not measured
+// it.
+func (d *Doc) add(toks []string, v value, vsize int64) *opError {
 	if len(toks) == 0 {
+		if d.sized {
+			if e := d.grow(encSize(v, 0) + 1 - d.size); e != nil {
+				return e
+			}
+		}
 		d.root, d.exists = v, true
 		return nil
 	}
@@ -555,8 +773,7 @@ func (d *Doc) add(toks []string, v value) *opError {
 	}
 	tok := toks[len(toks)-1]
 	if p.kind == kindObject {
-		d.setMember(p.obj, tok, v)
-		return nil
+		return d.setMember(p.obj, len(toks)-1, tok, v, vsize)
 	}
 	a := p.arr
 	i := len(a.elems)
@@ -569,22 +786,44 @@ func (d *Doc) add(toks []string, v value) *opError {
 			return failf("index %s out of range (array length %d)", tok, len(a.elems))
 		}
 	}
+	if d.sized {
+		if vsize < 0 {
+			vsize = encSize(v, len(toks))
+		}
+		if e := d.grow(insertDelta(len(a.elems), len(toks)-1, itemSize("", false, vsize, len(toks)))); e != nil {
+			return e
+		}
+	}
 	a.insertAt(i, v)
 	d.undo = append(d.undo, undoEntry{kind: undoArrayInsert, arr: a, idx: i})
 	return nil
 }
 
-// setMember sets member key of o to v, inserting it if it is missing.
-func (d *Doc) setMember(o *object, key string, v value) {
+// setMember sets member key of o, an object at nesting level level, to v,
+// inserting it if it is missing. vsize is v's size as written, or -1.
+func (d *Doc) setMember(o *object, level int, key string, v value, vsize int64) *opError {
 	i, found := o.find(key)
+	if d.sized {
+		if vsize < 0 {
+			vsize = encSize(v, level+1)
+		}
+		delta := insertDelta(len(o.members), level, itemSize(key, true, vsize, level+1))
+		if found {
+			delta = vsize - encSize(o.members[i].val, level+1)
+		}
+		if e := d.grow(delta); e != nil {
+			return e
+		}
+	}
 	if found {
 		d.undo = append(d.undo, undoEntry{kind: undoObjectSet, obj: o, idx: i, old: o.members[i].val})
 		o.members[i].val = v
-		return
+		return nil
 	}
 	// The key is a token of an op's path: copy it out of the patch.
 	o.insertAt(i, member{key: strings.Clone(key), val: v})
 	d.undo = append(d.undo, undoEntry{kind: undoObjectInsert, obj: o, idx: i})
+	return nil
 }
 
 // remove removes the value at toks and returns it.
@@ -597,11 +836,15 @@ func (d *Doc) remove(toks []string) (value, *opError) {
 		return value{}, e
 	}
 	tok := toks[len(toks)-1]
+	level := len(toks) - 1
 	if p.kind == kindObject {
 		o := p.obj
 		i, found := o.find(tok)
 		if !found {
 			return value{}, errNotFound
+		}
+		if d.sized {
+			d.size -= insertDelta(len(o.members)-1, level, itemSize(o.members[i].key, true, encSize(o.members[i].val, level+1), level+1))
 		}
 		m := o.removeAt(i)
 		d.undo = append(d.undo, undoEntry{kind: undoObjectRemove, obj: o, idx: i, key: m.key, old: m.val})
@@ -612,6 +855,9 @@ func (d *Doc) remove(toks []string) (value, *opError) {
 	if e != nil {
 		return value{}, e
 	}
+	if d.sized {
+		d.size -= insertDelta(len(a.elems)-1, level, itemSize("", false, encSize(a.elems[i], level+1), level+1))
+	}
 	old := a.removeAt(i)
 	d.undo = append(d.undo, undoEntry{kind: undoArrayRemove, arr: a, idx: i, old: old})
 	return old, nil
@@ -620,6 +866,11 @@ func (d *Doc) remove(toks []string) (value, *opError) {
 // replace replaces the existing value at toks with v.
 func (d *Doc) replace(toks []string, v value) *opError {
 	if len(toks) == 0 {
+		if d.sized {
+			if e := d.grow(encSize(v, 0) + 1 - d.size); e != nil {
+				return e
+			}
+		}
 		d.root = v
 		return nil
 	}
@@ -634,6 +885,9 @@ func (d *Doc) replace(toks []string, v value) *opError {
 		if !found {
 			return errNotFound
 		}
+		if e := d.resize(o.members[i].val, v, len(toks)); e != nil {
+			return e
+		}
 		d.undo = append(d.undo, undoEntry{kind: undoObjectSet, obj: o, idx: i, old: o.members[i].val})
 		o.members[i].val = v
 		return nil
@@ -643,9 +897,21 @@ func (d *Doc) replace(toks []string, v value) *opError {
 	if e != nil {
 		return e
 	}
+	if e := d.resize(a.elems[i], v, len(toks)); e != nil {
+		return e
+	}
 	d.undo = append(d.undo, undoEntry{kind: undoArraySet, arr: a, idx: i, old: a.elems[i]})
 	a.elems[i] = v
 	return nil
+}
+
+// resize accounts for old, a value at nesting level level, being replaced
+// by v.
+func (d *Doc) resize(old, v value, level int) *opError {
+	if !d.sized {
+		return nil
+	}
+	return d.grow(encSize(v, level) - encSize(old, level))
 }
 
 // move moves the value at from to path: a remove, then an add.
@@ -665,10 +931,10 @@ func (d *Doc) move(from, path []string) *opError {
 	}
 	// The value was at depth len(from) in a document within the limit; it
 	// can only exceed it if it moves deeper.
-	if len(path) > len(from) && len(path)+depthOf(v) > maxDepth {
-		return errTooDeep
+	if len(path) > len(from) && len(path)+depthOf(v) > d.depthLimit() {
+		return d.tooDeep()
 	}
-	return d.add(path, v)
+	return d.add(path, v, -1)
 }
 
 // isPrefix reports whether the pointer a is a prefix of b, or equal to it.
@@ -692,6 +958,9 @@ func (d *Doc) inc(toks []string, n value) *opError {
 		if e != nil {
 			return e
 		}
+		if e := d.resize(d.root, sum, 0); e != nil {
+			return e
+		}
 		d.root = sum
 		return nil
 	}
@@ -704,11 +973,13 @@ func (d *Doc) inc(toks []string, n value) *opError {
 		o := p.obj
 		i, found := o.find(tok)
 		if !found {
-			d.setMember(o, tok, detachCopy(n))
-			return nil
+			return d.setMember(o, len(toks)-1, tok, detachCopy(n), -1)
 		}
 		sum, e := addNumbers(o.members[i].val, n)
 		if e != nil {
+			return e
+		}
+		if e := d.resize(o.members[i].val, sum, len(toks)); e != nil {
 			return e
 		}
 		d.undo = append(d.undo, undoEntry{kind: undoObjectSet, obj: o, idx: i, old: o.members[i].val})
@@ -722,6 +993,9 @@ func (d *Doc) inc(toks []string, n value) *opError {
 	}
 	sum, e := addNumbers(a.elems[i], n)
 	if e != nil {
+		return e
+	}
+	if e := d.resize(a.elems[i], sum, len(toks)); e != nil {
 		return e
 	}
 	d.undo = append(d.undo, undoEntry{kind: undoArraySet, arr: a, idx: i, old: a.elems[i]})
@@ -879,16 +1153,40 @@ func exponent(e int64, huge *big.Int) *big.Int {
 // atomically. On a document that does not exist the target is null, as the
 // RFC has it, so an object patch creates an object document. A patch that
 // is not valid JSON gives an error wrapping ErrInvalidPatch and
-// ErrInvalidJSON, and changes nothing; a valid patch always applies.
+// ErrInvalidJSON; one nested deeper than MaxDepth, or whose result would
+// pass MaxSize, an error wrapping ErrInvalidPatch and ErrLimit. A failed
+// merge changes nothing.
 func (d *Doc) Merge(patch []byte) error {
 	p, err := parse(string(patch), true)
 	if err != nil {
-		return fmt.Errorf("%w: merge patch: %w", ErrInvalidPatch, err)
+		return &PatchError{Code: CodeInvalidPatch, Op: -1, Msg: "merge patch: " + err.Error(), Err: err}
 	}
+	// The result is nested no deeper than the document or the patch.
+	if depthOf(p) > d.depthLimit() {
+		return &PatchError{Code: CodeTooDeep, Op: -1, Msg: d.tooDeep().msg}
+	}
+	if d.MaxSize > 0 {
+		d.measure()
+	}
+	// The size of the result, computed before anything changes.
+	var size int64
+	switch {
+	case !d.sized:
+	case p.kind != kindObject:
+		size = encSize(p, 0) + 1
+	case !d.exists || d.root.kind != kindObject:
+		size = 3 + mergeDelta(&object{}, p.obj, 0)
+	default:
+		size = d.size + mergeDelta(d.root.obj, p.obj, 0)
+	}
+	if d.sized && d.MaxSize > 0 && size > d.MaxSize && size > d.size {
+		e := tooLarge(size, d.MaxSize)
+		return &PatchError{Code: e.code, Op: -1, Msg: e.msg}
+	}
+	d.size = size
 	// From here nothing fails, so the document changes in place without an
 	// undo log. The patch is freshly parsed and owned: its values go into
-	// the document without a copy. The result cannot be nested deeper than
-	// the document or the patch, so it stays within maxDepth.
+	// the document without a copy.
 	if p.kind != kindObject {
 		d.root, d.exists = p, true
 		return nil
@@ -898,6 +1196,35 @@ func (d *Doc) Merge(patch []byte) error {
 	}
 	mergeObject(d.root.obj, p.obj)
 	return nil
+}
+
+// mergeDelta returns how many bytes merging the patch object p into t, an
+// object at nesting level level, adds to the document as written (negative
+// if it shrinks), without changing either.
+func mergeDelta(t, p *object, level int) int64 {
+	n0, n := len(t.members), len(t.members)
+	var items int64 // change in the bytes of t's items
+	for _, m := range p.members {
+		i, found := t.find(m.key)
+		switch {
+		case m.val.kind == kindNull:
+			if found {
+				items -= itemSize(m.key, true, encSize(t.members[i].val, level+1), level+1)
+				n--
+			}
+		case m.val.kind == kindObject && found && t.members[i].val.kind == kindObject:
+			items += mergeDelta(t.members[i].val.obj, m.val.obj, level+1)
+		default:
+			vs := sizeOf(m.val, level+1, true)
+			if found {
+				items += vs - encSize(t.members[i].val, level+1)
+			} else {
+				items += itemSize(m.key, true, vs, level+1)
+				n++
+			}
+		}
+	}
+	return items + containerOverhead(n, level) - containerOverhead(n0, level)
 }
 
 // mergeObject merges the patch object p into the target object t.

@@ -71,6 +71,7 @@ func (a *Applier) recover() error {
 		}
 	}
 	m.retain = a.RetainResults
+	m.maxDocSize, m.maxDepth = a.MaxDocSize, a.MaxDepth
 	a.m = m
 	var last *commitRecord
 	if n := len(recs); n > 0 {

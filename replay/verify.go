@@ -82,6 +82,7 @@ func Verify(dir, out string) (*VerifyReport, error) {
 		if rec.Retain > 0 {
 			m.retain = rec.Retain
 		}
+		m.maxDocSize, m.maxDepth = rec.MaxDocSize, rec.MaxDepth
 		for _, ad := range rec.Adopt {
 			if err := m.adopt(ad); err != nil {
 				problem("batch %d: adoption of %s: %v", rec.Batch, ad.File, err)

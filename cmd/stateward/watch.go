@@ -129,7 +129,7 @@ func (m *Main) watch(ctx context.Context, args []string) int {
 	retain := fs.Int("retain-results", replay.DefaultRetainResults, "results kept per agent to answer retries")
 	rescan := fs.Duration("rescan", watcher.DefaultRescanInterval, "periodic rescan of every journal")
 	batchBytes := fs.Int64("max-batch-bytes", replay.DefaultMaxBatchBytes, "most bytes of journal lines one batch holds in memory (shared evenly by the agents)")
-	docSize := fs.Int64("max-doc-size", replay.DefaultMaxDocSize, "largest document file read; a larger one is reported unusable")
+	docSize := fs.Int64("max-doc-size", replay.DefaultMaxDocSize, "largest document, in bytes, the watcher reads (a larger one is reported unusable) or writes (an intent that would make one larger is rejected)")
 	checkpoint := fs.Int64("checkpoint-bytes", replay.DefaultCheckpointBytes, "commit log size after which a checkpoint is written and the log behind it deleted")
 	resSeg := fs.Int64("result-segment-size", replay.DefaultResultSegmentSize, "size past which an agent's results continue in a new segment")
 	resKept := fs.Int("result-segments-kept", replay.DefaultResultSegmentsKept, "result segments always kept per agent")
