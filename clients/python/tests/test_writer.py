@@ -174,3 +174,54 @@ def test_path_and_positional_patch(tmp_path: Path) -> None:
         assert a.dir == str(tmp_path)
         assert a.append("x.json", [{"op": "add", "path": "", "value": 1}]) == 1
     assert stateward.read_document(tmp_path, "x.json") == (0, None)
+
+
+def test_folder_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each new folder's parent, and the journal folder when a segment is
+    created, are fsynced before anything depends on them."""
+    import stateward._format
+    import stateward._writer
+
+    synced: list[str] = []
+    real = stateward._format.sync_dir
+
+    def record(path: str) -> None:
+        synced.append(path)
+        real(path)
+
+    monkeypatch.setattr(stateward._format, "sync_dir", record)
+    monkeypatch.setattr(stateward._writer, "sync_dir", record)
+    with stateward.open(str(tmp_path), agent="a", segment_size=100) as a:
+        assert synced == [str(tmp_path), str(tmp_path / "journal")]
+        a.append("x.json", merge={"k": "v" * 60})
+        assert synced[2:] == [str(tmp_path / "journal" / "a")]  # the first segment's entry
+        a.append("x.json", merge={"k": "v" * 60})
+        assert synced[3:] == [str(tmp_path / "journal" / "a")]  # and the second's
+
+
+@pytest.mark.parametrize("fault", ["fsync", "sync_dir"])
+def test_failed_fsync_closes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
+    """After a failed fsync (of the segment, or of the folder holding a new
+    segment) the writer closes and lets go of the agent; the next open
+    repairs the tail."""
+    import stateward._writer
+
+    a = stateward.open(str(tmp_path), agent="a")
+    if fault == "fsync":
+        a.append("x.json", merge=1)  # the segment exists: the next append fsyncs it
+
+    def fail(*args: object) -> None:
+        raise OSError(5, "injected EIO")
+
+    if fault == "fsync":
+        monkeypatch.setattr(stateward._writer.os, "fsync", fail)
+    else:
+        monkeypatch.setattr(stateward._writer, "sync_dir", fail)
+    with pytest.raises(OSError, match="injected"):
+        a.append("x.json", merge=2)
+    monkeypatch.undo()
+    with pytest.raises(stateward.Closed):
+        a.append("x.json", merge=3)
+    with stateward.open(str(tmp_path), agent="a") as b:  # released
+        seq = b.append("x.json", merge=4)
+    assert seq == (3 if fault == "fsync" else 1)  # the unacknowledged line may be there: seq moves past it
