@@ -52,3 +52,12 @@ def test_read_unversioned(tmp_path: Path) -> None:
 def test_read_bad_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         stateward.read_document(str(tmp_path), "../x.json", 1)
+
+
+def test_read_byte_order_mark(tmp_path: Path) -> None:
+    """A byte order mark (some editors write one) is not part of the JSON
+    text; the hash covers the bytes on disk, mark included."""
+    data = b"\xef\xbb\xbf" + DOC
+    (tmp_path / "x.json").write_bytes(data)
+    versions(tmp_path, {"x.json": {"version": 5, "exists": True, "sha256": sha(data)}})
+    assert stateward.read_document(str(tmp_path), "x.json", 1) == (5, {"a": 1, "big": 12345678901234567890123})

@@ -54,6 +54,8 @@ def _read_once(dir: str, name: str) -> tuple[int, Any]:
         if data is None and not exists:
             return version, None
         if data is not None and known and exists and dv.get("sha256") == digest:
+            # From bytes, json.loads skips a UTF-8 byte order mark, as
+            # Go's ReadDocument does (it is not part of the JSON text).
             return version, json.loads(data)
     raise Unversioned(f"stateward: document on disk matches no committed version: {name}")
 
