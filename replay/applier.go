@@ -97,6 +97,7 @@ type Applier struct {
 	ResultRetention     time.Duration // age past which older result segments go; set by NewApplier
 	CheckpointBytes     int64         // commit log size that triggers a checkpoint; set by NewApplier
 	DocMode             os.FileMode   // mode of new documents, before the umask; set by NewApplier
+	Metrics             Metrics       // told of every committed batch (metrics.go); nil for none
 
 	dir    string
 	logger hclog.Logger
@@ -122,6 +123,8 @@ type Applier struct {
 	lastErr     map[string]string // last rejection per agent, for status
 	failed      error             // set after a fatal error
 	stale       bool              // a write failed for lack of space: recover before the next batch
+	written     int64             // bytes the last batch wrote, for Metrics
+	logSync     time.Duration     // the last commit record's fsync, for Metrics
 
 	// hook is called at each named point of the commit path; crash tests
 	// stop the process there.
@@ -349,6 +352,7 @@ func (a *Applier) Step(ctx context.Context) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	start := time.Now()
 	if a.stale {
 		// Throw away what the failed batch decided in memory and start
 		// again from what is durable, exactly as after a crash.
@@ -387,6 +391,7 @@ func (a *Applier) Step(ctx context.Context) (int, error) {
 	if err := a.commit(entries, moved, prevSeg); err != nil {
 		return 0, err
 	}
+	a.reportBatch(entries, start)
 	return len(items), nil
 }
 
@@ -487,6 +492,13 @@ func (a *Applier) commit(entries []entry, moved map[string]cursor, prevSeg map[s
 	}
 	a.batch = rec.Batch
 	a.logBytes += int64(len(line))
+	a.written = int64(len(line))
+	for _, name := range write {
+		a.written += int64(len(m.docs[name].data))
+	}
+	for _, b := range out {
+		a.written += int64(len(b))
+	}
 	kept := map[string]bool{}
 	ids := map[string]fileID{}
 	for i, name := range write {
@@ -640,9 +652,11 @@ func (a *Applier) appendLog(batch uint64, line []byte) error {
 		return fmt.Errorf("write commit record %d: %w", batch, err)
 	}
 	a.point("after-commit-write")
+	synced := time.Now()
 	if err := syncFile(a.logf); err != nil {
 		return fmt.Errorf("sync commit log: %w", err)
 	}
+	a.logSync = time.Since(synced)
 	a.point("after-commit-sync")
 	return nil
 }
