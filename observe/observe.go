@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -164,6 +165,17 @@ func (s *Server) readStatus() (*replay.Status, error) {
 		return s.status, nil
 	}
 	st, err := replay.ReadStatus(s.dir)
+	// The versions file and the documents are read one after the other, so
+	// a read in the middle of a batch can see a document renamed before
+	// its version is written, which looks like an edit made outside
+	// stateward. Such a state is read again, up to twice, before it is
+	// reported: the page and the alert on it should not flicker.
+	for range 2 {
+		if err != nil || !outsideChange(st) {
+			break
+		}
+		st, err = replay.ReadStatus(s.dir)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -287,6 +299,17 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, live)
+}
+
+// outsideChange reports whether st shows a document changed or deleted
+// outside stateward.
+func outsideChange(st *replay.Status) bool {
+	for _, d := range st.Docs {
+		if strings.HasPrefix(d.State, "changed outside") || strings.HasPrefix(d.State, "deleted outside") {
+			return true
+		}
+	}
+	return false
 }
 
 // newestSegmentTime returns the modification time of the newest segment of

@@ -60,7 +60,7 @@ const usage = `stateward: many agents, one shared JSON state, no locks.
 
 Usage:
   stateward watch  --dir DIR [--log-level LEVEL] [--log-level-file FILE]
-                   [--log-format text|json]
+                   [--log-format text|json] [--http ADDR [--http-allow-remote]]
   stateward submit --dir DIR --agent NAME --file DOC [--if-version N] [--id ID]
                    [--merge] [--wait] [--timeout DURATION] [PATCH]
   stateward update --dir DIR --agent NAME --file DOC [--retries N] [--merge]

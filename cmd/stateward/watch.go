@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/stateward/stateward/journal"
+	"github.com/stateward/stateward/observe"
 	"github.com/stateward/stateward/replay"
 	"github.com/stateward/stateward/watcher"
 )
@@ -118,7 +119,7 @@ func (m *Main) point(name string) {
 }
 
 func (m *Main) watch(ctx context.Context, args []string) int {
-	fs := m.flagSet("watch", "watch --dir DIR [--log-level LEVEL] [--log-level-file FILE] [--log-format text|json]")
+	fs := m.flagSet("watch", "watch --dir DIR [--log-level LEVEL] [--log-level-file FILE] [--log-format text|json] [--http ADDR [--http-allow-remote]]")
 	dir := fs.String("dir", "", "state directory (or STATEWARD_DIR)")
 	level := fs.String("log-level", "", "trace, debug, info, warn or error (or STATEWARD_LOG_LEVEL; default info)")
 	levelFile := fs.String("log-level-file", "", "file holding a log level that wins over --log-level while it exists; re-read on SIGHUP")
@@ -134,6 +135,8 @@ func (m *Main) watch(ctx context.Context, args []string) int {
 	resSeg := fs.Int64("result-segment-size", replay.DefaultResultSegmentSize, "size past which an agent's results continue in a new segment")
 	resKept := fs.Int("result-segments-kept", replay.DefaultResultSegmentsKept, "result segments always kept per agent")
 	resAge := fs.Duration("result-retention", replay.DefaultResultRetention, "older result segments beyond --result-segments-kept are deleted after this long")
+	httpAddr := fs.String("http", "", "serve /metrics, /healthz, /api/status and a status page, read only, on this address, such as 127.0.0.1:9440 (off by default)")
+	httpRemote := fs.Bool("http-allow-remote", false, "allow --http on an address that is not the loopback: the endpoints have no authentication (docs/operations.md)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return usageExit(err)
@@ -160,6 +163,13 @@ func (m *Main) watch(ctx context.Context, args []string) int {
 		return m.usageErr("watch", "--max-batch-bytes, --max-doc-size, --checkpoint-bytes and --result-segment-size must be >= 1")
 	case *resKept < 1 || *resAge < 0:
 		return m.usageErr("watch", "--result-segments-kept must be >= 1 and --result-retention >= 0")
+	case *httpRemote && *httpAddr == "":
+		return m.usageErr("watch", "--http-allow-remote needs --http")
+	}
+	if *httpAddr != "" {
+		if err := observe.CheckAddr(*httpAddr, *httpRemote); err != nil {
+			return m.usageErr("watch", "--http: %v (give --http-allow-remote to serve other interfaces: there is no authentication)", err)
+		}
 	}
 	src, err := m.logLevelSource(*level, *levelFile)
 	if err != nil {
@@ -181,7 +191,16 @@ func (m *Main) watch(ctx context.Context, args []string) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
+	obs, stopHTTP, err := startHTTP(*httpAddr, *httpRemote, d, logger.Named("http"))
+	if err != nil {
+		fmt.Fprintf(m.Stderr, "stateward watch: --http: %v\n", err)
+		return exitError
+	}
+	defer stopHTTP()
 	a := replay.NewApplier(d, logger.Named("replay"))
+	if obs != nil {
+		a.Metrics = obs
+	}
 	a.MaxLine, a.MaxBatch, a.MaxAgentBatch, a.RetainResults = *maxLine, *maxBatch, *maxAgent, *retain
 	a.MaxBatchBytes, a.MaxDocSize, a.CheckpointBytes = *batchBytes, *docSize, *checkpoint
 	a.ResultSegmentSize, a.ResultSegmentsKept, a.ResultRetention = *resSeg, *resKept, *resAge
@@ -207,7 +226,11 @@ func (m *Main) watch(ctx context.Context, args []string) int {
 		return exitError
 	}
 	defer a.Close()
+	defer stopHTTP() // before the lock goes: the server stops reading the files first
 	took := time.Since(start).Round(time.Millisecond)
+	if obs != nil {
+		obs.Recovered(time.Since(start), a.Commit())
+	}
 	logger.Info("ready", "commit", a.Commit(), "agents", a.Agents(), "recovery", took)
 	n.send("READY=1", fmt.Sprintf("STATUS=recovered to commit %d in %s; watching %d agents", a.Commit(), took, a.Agents()))
 
@@ -215,7 +238,7 @@ func (m *Main) watch(ctx context.Context, args []string) int {
 	if err != nil {
 		logger.Warn("watchdog disabled: cannot read WATCHDOG_USEC", "error", err)
 	}
-	hb := &heartbeat{applier: a, notify: n, watchdog: wd, point: m.point, lastCommit: a.Commit()}
+	hb := &heartbeat{applier: a, notify: n, watchdog: wd, point: m.point, lastCommit: a.Commit(), observe: obs}
 	stopping := false
 	for {
 		// One apply loop per pass: SIGHUP ends the current one after its
@@ -323,8 +346,9 @@ func reloadLevel(logger hclog.Logger, src levelSource, cur string) string {
 type heartbeat struct {
 	applier  *replay.Applier
 	notify   *notifier
-	watchdog time.Duration // WATCHDOG_USEC; 0 when systemd wants no pings
-	point    func(string)  // test hook
+	watchdog time.Duration   // WATCHDOG_USEC; 0 when systemd wants no pings
+	point    func(string)    // test hook
+	observe  *observe.Server // --http, or nil
 
 	lastPing   time.Time
 	lastStatus time.Time
@@ -333,6 +357,9 @@ type heartbeat struct {
 
 func (h *heartbeat) beat() {
 	h.point("heartbeat") // tests wedge the apply loop here
+	if h.observe != nil {
+		h.observe.Beat()
+	}
 	now := time.Now()
 	if h.watchdog > 0 && now.Sub(h.lastPing) >= h.watchdog/2 {
 		h.notify.send("WATCHDOG=1")
