@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -560,4 +562,71 @@ func TestCheckAddr(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Close()
+}
+
+// TestDocs_Metrics checks that docs/operations.md lists every stateward_
+// metric served, and that the alert rules there and the Grafana dashboard
+// use only metrics that exist.
+func TestDocs_Metrics(t *testing.T) {
+	r := newRig(t)
+	r.open(t)
+	r.submit(t, "alice", journal.Intent{File: "a.json", IfVersion: ver(0), Merge: json.RawMessage(`{"n":1}`)})
+	served := map[string]bool{}
+	for name := range r.scrape(t) {
+		if strings.HasPrefix(name, "stateward_") {
+			served[name] = true
+		}
+	}
+	ops, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dash, err := os.ReadFile("../docs/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var board struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(dash, &board); err != nil {
+		t.Fatalf("docs/grafana-dashboard.json: %v", err)
+	}
+	nameRE := regexp.MustCompile(`stateward_[a-z_]+[a-z]`)
+	for name := range served {
+		if !bytes.Contains(ops, []byte("`"+name+"`")) && !bytes.Contains(ops, []byte("`"+name+"{")) {
+			t.Errorf("docs/operations.md does not list %s", name)
+		}
+	}
+	known := func(n string) bool {
+		for _, suffix := range []string{"", "_bucket", "_sum", "_count"} {
+			if served[strings.TrimSuffix(n, suffix)] && strings.HasSuffix(n, suffix) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, n := range nameRE.FindAllString(string(ops), -1) {
+		if !known(n) {
+			t.Errorf("docs/operations.md names %s, which is not served", n)
+		}
+	}
+	exprs := 0
+	for _, p := range board.Panels {
+		for _, tg := range p.Targets {
+			exprs++
+			for _, n := range nameRE.FindAllString(tg.Expr, -1) {
+				if !known(n) {
+					t.Errorf("dashboard panel %q uses %s, which is not served", p.Title, n)
+				}
+			}
+		}
+	}
+	if exprs < 10 {
+		t.Errorf("dashboard has %d queries", exprs)
+	}
 }
