@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -55,14 +56,20 @@ func du(p string) int64 {
 type DocStatus struct {
 	File    string `json:"file"`
 	Version uint64 `json:"version"`
-	Exists  bool   `json:"exists"`
-	Size    int64  `json:"size"`
-	State   string `json:"state"` // "ok", or what is wrong
+	Exists  bool   `json:"exists"`  // as the watcher last committed or adopted it
+	OnDisk  bool   `json:"on_disk"` // a regular file is at its name, usable or not
+	Size    int64  `json:"size"`    // bytes of that file
+	State   string `json:"state"`   // "ok", or what is wrong
 }
 
 // AgentStatus is one agent in Status.
+//
+// Every entry of DIR/journal is listed, also those the watcher skips (a
+// file, a link, a folder whose name is not a valid agent name), and so is
+// every agent the watcher has read whose folder is gone: State says why.
 type AgentStatus struct {
-	Agent     string `json:"agent"`
+	Agent     string `json:"agent"`      // the entry's name in DIR/journal
+	State     string `json:"state"`      // "ok", or why the watcher skips or cannot read it
 	Seq       uint64 `json:"seq"`        // last processed seq
 	Backlog   int    `json:"backlog"`    // complete lines not yet processed
 	TornTail  int64  `json:"torn_tail"`  // bytes of an unfinished last line
@@ -77,15 +84,8 @@ func ReadStatus(dir string) (*Status, error) {
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("state directory %s: not a directory", dir)
 	}
-	if _, err := os.Stat(filepath.Join(dir, privateDir)); err == nil {
-		if lk, err := TryLock(dir); err == nil {
-			lk.Unlock()
-		} else if errors.Is(err, ErrLocked) {
-			st.Watcher = "running"
-			if b, err := readRegular(filepath.Join(dir, lockName)); err == nil {
-				st.Watcher = fmt.Sprintf("running (pid %s)", bytes.TrimSpace(b))
-			}
-		}
+	if pid := probeWatcher(dir); pid != "" {
+		st.Watcher = fmt.Sprintf("running (pid %s)", pid)
 	}
 	var vf versionsFile
 	data, err := readRegular(filepath.Join(dir, journal.VersionsPath))
@@ -112,7 +112,7 @@ func ReadStatus(dir string) (*Status, error) {
 				ds.State = "unusable: not a regular file"
 			}
 		case err == nil:
-			ds.Size = int64(len(b))
+			ds.OnDisk, ds.Size = true, int64(len(b))
 			if dv.Broken == "" && (!dv.Exists || journal.Hash(b) != dv.SHA256) {
 				ds.State = "changed outside stateward (the watcher adopts it as a new version)"
 			}
@@ -136,20 +136,40 @@ func ReadStatus(dir string) (*Status, error) {
 			return nil, fmt.Errorf("list journals: %w", err)
 		}
 	}
+	listed := map[string]bool{}
 	for _, e := range ents {
-		if !e.IsDir() || !journal.ValidAgentName(e.Name()) {
-			continue
-		}
-		as := AgentStatus{Agent: e.Name()}
-		pos := vf.Agents[e.Name()]
+		name := e.Name()
+		listed[name] = true
+		as := AgentStatus{Agent: name, State: "ok"}
+		pos := vf.Agents[name]
 		as.Seq, as.LastError = pos.Seq, pos.LastError
-		seg, _ := journal.ParseSegmentName(pos.Segment)
-		as.Backlog, as.TornTail, err = backlog(filepath.Join(dir, "journal", e.Name()), seg, pos.Offset)
-		if err != nil {
-			return nil, err
+		// The watcher's own checks, in its order (read.go).
+		switch {
+		case !e.IsDir():
+			as.State = fmt.Sprintf("skipped: not a folder (%s); agent journals are folders", fileType(e.Type()))
+		case !journal.ValidAgentName(name):
+			as.State = "skipped: not a valid agent name (letters, digits, '.', '_', '-', at most 64, starting with a letter or digit, no '..'); rename the folder"
+		default:
+			if fi, err := os.Lstat(filepath.Join(dir, "results", name)); err == nil && !fi.IsDir() {
+				as.State = fmt.Sprintf("skipped: results/%s is not a folder (%s); move it away", name, fileType(fi.Mode().Type()))
+			}
+		}
+		if e.IsDir() {
+			seg, _ := journal.ParseSegmentName(pos.Segment)
+			var err error
+			as.Backlog, as.TornTail, err = backlog(filepath.Join(dir, "journal", name), seg, pos.Offset)
+			if err != nil && as.State == "ok" {
+				as.State = "cannot read the journal: " + err.Error()
+			}
 		}
 		st.Agents = append(st.Agents, as)
 	}
+	for name, pos := range vf.Agents {
+		if !listed[name] && pos.Segment != "" {
+			st.Agents = append(st.Agents, AgentStatus{Agent: name, State: "journal folder gone; the watcher resumes where it was if it comes back", Seq: pos.Seq, LastError: pos.LastError})
+		}
+	}
+	slices.SortFunc(st.Agents, func(a, b AgentStatus) int { return strings.Compare(a.Agent, b.Agent) })
 	for _, ds := range st.Docs {
 		st.Disk.Documents += ds.Size
 	}
@@ -158,6 +178,74 @@ func ReadStatus(dir string) (*Status, error) {
 	st.Disk.CommitLog = du(filepath.Join(dir, logDir))
 	st.Disk.Checkpoints = du(filepath.Join(dir, checkpointDir))
 	return st, nil
+}
+
+// fileType names a file type for people.
+func fileType(m os.FileMode) string {
+	switch {
+	case m&os.ModeSymlink != 0:
+		return "a symbolic link"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	case m.IsDir():
+		return "a folder"
+	case m.IsRegular():
+		return "a regular file"
+	}
+	return "not a regular file"
+}
+
+// probeWatcher returns the pid of the process holding the state
+// directory's lock, or "" if no one holds it, without taking the lock
+// (taking it, even for a moment, could keep a watcher from starting, and
+// would rewrite the pid file): it looks in /proc/locks for a write flock on
+// DIR/.stateward/lock or on DIR itself. Where /proc/locks cannot be read,
+// it trusts the pid file if that process is alive. The pid is that of
+// /proc/locks or, if it shows none (another pid namespace), the pid file's.
+func probeWatcher(dir string) string {
+	pidFile := ""
+	if b, err := readRegular(filepath.Join(dir, lockName)); err == nil {
+		pidFile = string(bytes.TrimSpace(b))
+	}
+	var want []string
+	for _, p := range []string{filepath.Join(dir, lockName), dir} {
+		if fi, err := os.Lstat(p); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				dev := uint64(st.Dev)
+				// major and minor as the kernel's new_encode_dev splits them.
+				major, minor := (dev>>8)&0xfff, (dev&0xff)|((dev>>12)&0xfff00)
+				want = append(want, fmt.Sprintf("%02x:%02x:%d", major, minor, st.Ino))
+			}
+		}
+	}
+	data, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		if pid, err := strconv.Atoi(pidFile); err == nil && pid > 0 {
+			if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
+				return pidFile
+			}
+		}
+		return ""
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		// 3: FLOCK  ADVISORY  WRITE 12460 fe:00:9986061 0 EOF
+		f := strings.Fields(line)
+		if len(f) < 6 || f[1] != "FLOCK" || f[3] != "WRITE" || !slices.Contains(want, f[5]) {
+			continue
+		}
+		if f[4] != "0" && f[4] != "-1" {
+			return f[4]
+		}
+		if pidFile != "" {
+			return pidFile
+		}
+		return "?"
+	}
+	return ""
 }
 
 // backlog counts the complete lines of a journal after position (seg, off)

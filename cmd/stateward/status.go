@@ -40,8 +40,8 @@ func (m *Main) status(ctx context.Context, args []string) int {
 	tw := tabwriter.NewWriter(m.Stdout, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "DOCUMENT\tVERSION\tSIZE\tSTATE")
 	for _, ds := range st.Docs {
-		size := "-"
-		if ds.Exists {
+		size := "-" // no file at its name
+		if ds.OnDisk {
 			size = fmt.Sprint(ds.Size)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", ds.File, ds.Version, size, ds.State)
@@ -49,7 +49,7 @@ func (m *Main) status(ctx context.Context, args []string) int {
 	tw.Flush()
 	fmt.Fprintln(m.Stdout)
 	tw = tabwriter.NewWriter(m.Stdout, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "AGENT\tLAST SEQ\tBACKLOG\tTORN TAIL\tLAST ERROR")
+	fmt.Fprintln(tw, "AGENT\tLAST SEQ\tBACKLOG\tTORN TAIL\tSTATE\tLAST ERROR")
 	for _, as := range st.Agents {
 		torn := "-"
 		if as.TornTail > 0 {
@@ -59,7 +59,7 @@ func (m *Main) status(ctx context.Context, args []string) int {
 		if last == "" {
 			last = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", as.Agent, as.Seq, as.Backlog, torn, last)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\n", as.Agent, as.Seq, as.Backlog, torn, as.State, last)
 	}
 	tw.Flush()
 	use := st.Disk

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/stateward/stateward/journal"
+	"github.com/stateward/stateward/replay"
 )
 
 func (m *Main) submit(ctx context.Context, args []string) int {
@@ -100,7 +102,7 @@ func (m *Main) submit(ctx context.Context, args []string) int {
 	res, err := journal.WaitResult(wctx, d, *agent, rec.Seq)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			fmt.Fprintf(m.Stderr, "stateward submit: seq %d appended, but no result within %s (is a watcher running on %s?)\n", rec.Seq, *timeout, d)
+			fmt.Fprintf(m.Stderr, "stateward submit: seq %d appended to the journal of %s, but no result within %s; the watcher will still decide it.\n%s", rec.Seq, *agent, *timeout, whyNoResult(d, *agent, *file))
 			return exitTimeout
 		}
 		return m.fail("submit", err)
@@ -120,4 +122,44 @@ func resultExit(r journal.Result) int {
 		return exitRejected
 	}
 	return exitError
+}
+
+// whyNoResult says what is known about a state directory whose watcher did
+// not answer in time: whether a watcher holds its lock (found without
+// taking the lock), the last commit, the document's state and the agent's
+// backlog. Each line starts with two spaces and ends with a newline.
+func whyNoResult(dir, agent, file string) string {
+	st, err := replay.ReadStatus(dir)
+	if err != nil {
+		return fmt.Sprintf("  cannot read the state of %s: %v\n", dir, err)
+	}
+	var b strings.Builder
+	running := st.Watcher != "stopped"
+	if running {
+		fmt.Fprintf(&b, "  watcher %s holds the lock of %s; last commit %d (batch %d)\n", strings.TrimPrefix(st.Watcher, "running "), dir, st.Commit, st.Batch)
+	} else {
+		fmt.Fprintf(&b, "  no watcher holds the lock of %s (last commit %d): start one with: stateward watch --dir %s\n", dir, st.Commit, dir)
+	}
+	for _, ds := range st.Docs {
+		if ds.File == file && ds.State != "ok" {
+			fmt.Fprintf(&b, "  %s: %s\n", file, ds.State)
+		}
+	}
+	for _, as := range st.Agents {
+		if as.Agent != agent {
+			continue
+		}
+		fmt.Fprintf(&b, "  agent %s: %d intents not processed yet (last processed seq %d)", agent, as.Backlog, as.Seq)
+		if as.State != "ok" {
+			fmt.Fprintf(&b, "; %s", as.State)
+		}
+		if as.LastError != "" {
+			fmt.Fprintf(&b, "; last error: %s", as.LastError)
+		}
+		b.WriteString("\n")
+		if running && as.Backlog > 0 {
+			b.WriteString("  the watcher runs but has not reached this intent: it may be busy, or unable to commit (a full disk, a failed fsync): see its log\n")
+		}
+	}
+	return b.String()
 }

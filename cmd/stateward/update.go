@@ -99,7 +99,7 @@ func (m *Main) update(ctx context.Context, args []string) int {
 		return exitRejected
 	case errors.Is(uctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil:
 		if res.Seq != 0 {
-			fmt.Fprintf(m.Stderr, "stateward update: seq %d appended, but no result within %s (is a watcher running on %s?); the watcher will still decide it\n", res.Seq, *timeout, d)
+			fmt.Fprintf(m.Stderr, "stateward update: seq %d appended, but no result within %s; the watcher will still decide it.\n%s", res.Seq, *timeout, whyNoResult(d, *agent, *file))
 		} else {
 			fmt.Fprintf(m.Stderr, "stateward update: not done within %s after %d attempts: %v\n", *timeout, attempts, err)
 		}
