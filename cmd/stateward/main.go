@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -155,15 +156,36 @@ func (m *Main) stateDir(dir string) (string, error) {
 
 // usageErr prints a usage error and returns its exit code.
 func (m *Main) usageErr(cmd string, format string, args ...any) int {
-	fmt.Fprintf(m.Stderr, "stateward %s: %s\n", cmd, fmt.Sprintf(format, args...))
+	fmt.Fprintf(m.Stderr, "stateward %s: %s\n", cmd, withoutPrefixes(fmt.Sprintf(format, args...)))
 	fmt.Fprintf(m.Stderr, "Run \"stateward %s --help\" for usage.\n", cmd)
 	return exitUsage
 }
 
 // fail prints an error and returns exitError.
 func (m *Main) fail(cmd string, err error) int {
-	fmt.Fprintf(m.Stderr, "stateward %s: %v\n", cmd, err)
+	fmt.Fprintf(m.Stderr, "stateward %s: %s\n", cmd, humanError(err))
 	return exitError
+}
+
+// packagePrefixes are the prefixes of the Go packages' error texts, which
+// say where an error came from in the code, not what went wrong.
+var packagePrefixes = []string{"journal: ", "replay: ", "watcher: "}
+
+// humanError returns err's text without Go package prefixes.
+func humanError(err error) string { return withoutPrefixes(err.Error()) }
+
+// withoutPrefixes returns msg without Go package prefixes: at its start and
+// after each ": " ("write: journal: closed" reads "write: closed").
+func withoutPrefixes(msg string) string {
+	parts := strings.Split(msg, ": ")
+	out := parts[:0]
+	for i, p := range parts {
+		if i < len(parts)-1 && parts[i+1] != "" && slices.Contains(packagePrefixes, p+": ") {
+			continue
+		}
+		out = append(out, p)
+	}
+	return strings.Join(out, ": ")
 }
 
 // optUint is a flag holding an optional integer >= 0.

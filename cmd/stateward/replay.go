@@ -30,7 +30,7 @@ func (m *Main) replay(ctx context.Context, args []string) int {
 	rep, err := replay.Verify(d, *out)
 	if err != nil {
 		if errors.Is(err, replay.ErrLocked) {
-			fmt.Fprintf(m.Stderr, "stateward replay: a watcher is running: %v\nStop it first (replay reads a directory nobody writes).\n", err)
+			fmt.Fprintf(m.Stderr, "stateward replay: a watcher is running: %s\nStop it first (replay reads a directory nobody writes).\n", humanError(err))
 			return exitError
 		}
 		return m.fail("replay", err)

@@ -61,3 +61,24 @@ func TestSubmit_TimeoutSaysWhy(t *testing.T) {
 		}
 	})
 }
+
+// TestMessages_NoPackagePrefix: CLI error messages do not carry Go package
+// prefixes.
+func TestMessages_NoPackagePrefix(t *testing.T) {
+	dir := t.TempDir()
+	r := mustRun(t, exitUsage, "", "submit", "--dir", dir, "--agent", "al", "--file", "x..json", "[]")
+	if want := `stateward submit: bad name: document "x..json" must match`; !strings.HasPrefix(r.stderr, want) {
+		t.Errorf("stderr %q, want it to start with %q", r.stderr, want)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{"journal: bad name: x", "bad name: x"},
+		{"write seg: journal: closed", "write seg: closed"},
+		{"replay: stopped after a failed commit: sync: input/output error", "stopped after a failed commit: sync: input/output error"},
+		{"cannot read the journal: permission denied", "cannot read the journal: permission denied"},
+		{"open: journal: ", "open: journal: "},
+	} {
+		if got := withoutPrefixes(tc.in); got != tc.want {
+			t.Errorf("withoutPrefixes(%q)=%q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

@@ -91,17 +91,17 @@ func (m *Main) update(ctx context.Context, args []string) int {
 		return exitOK // COMMAND printed nothing: nothing to do, nothing printed
 	case errors.Is(err, journal.ErrConflict):
 		m.printUpdate(res, attempts)
-		fmt.Fprintf(m.Stderr, "stateward update: %v\n", err)
+		fmt.Fprintf(m.Stderr, "stateward update: %s\n", humanError(err))
 		return exitConflict
 	case errors.Is(err, journal.ErrRejected):
 		m.printUpdate(res, attempts)
-		fmt.Fprintf(m.Stderr, "stateward update: %v\n", err)
+		fmt.Fprintf(m.Stderr, "stateward update: %s\n", humanError(err))
 		return exitRejected
 	case errors.Is(uctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil:
 		if res.Seq != 0 {
 			fmt.Fprintf(m.Stderr, "stateward update: seq %d appended, but no result within %s; the watcher will still decide it.\n%s", res.Seq, *timeout, whyNoResult(d, *agent, *file))
 		} else {
-			fmt.Fprintf(m.Stderr, "stateward update: not done within %s after %d attempts: %v\n", *timeout, attempts, err)
+			fmt.Fprintf(m.Stderr, "stateward update: not done within %s after %d attempts: %s\n", *timeout, attempts, humanError(err))
 		}
 		return exitTimeout
 	}
