@@ -149,9 +149,9 @@ func (s *Server) health() (ok bool, why string) {
 }
 
 // readStatus returns the status of the state directory, read at most
-// statusMaxAge ago. It reads the files only while the watcher holds the
-// directory: ReadStatus probes the lock by taking it, which must not race
-// with the watcher taking it at start.
+// statusMaxAge ago. It reads the files only once recovery is done and
+// until the watcher stops: before, a crash's batch may be half finished
+// and the documents may not agree with the versions file yet.
 func (s *Server) readStatus() (*replay.Status, error) {
 	s.mu.Lock()
 	ready := s.recovered && !s.stopping
