@@ -225,3 +225,13 @@ def test_failed_fsync_closes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fa
     with stateward.open(str(tmp_path), agent="a") as b:  # released
         seq = b.append("x.json", merge=4)
     assert seq == (3 if fault == "fsync" else 1)  # the unacknowledged line may be there: seq moves past it
+
+
+def test_update_timeout_names_the_pending_intent(tmp_path: Path) -> None:
+    """No watcher: update appends its intent, then gives up waiting; the
+    Timeout names the seq, which a watcher will still decide."""
+    with stateward.open(tmp_path, "a") as a:
+        with pytest.raises(stateward.Timeout) as e:
+            a.update("x.json", lambda data, version: {"n": 1}, timeout=0.2)
+        assert e.value.seq == 1 and a.last_attempts == 1
+        assert b'"if_version":0' in (tmp_path / "journal" / "a" / SEG1).read_bytes()
