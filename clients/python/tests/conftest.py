@@ -167,8 +167,10 @@ def read_results(dir: Path, agent: str) -> list[dict[str, Any]]:
 
 def read_intents(dir: Path, agent: str) -> list[dict[str, Any]]:
     """Every complete line of an agent's journal, in order."""
-    out = []
+    out: list[dict[str, Any]] = []
     folder = dir / "journal" / agent
+    if not folder.exists():  # an agent that came when the work was done
+        return out
     for name in sorted(os.listdir(folder)):
         if re.fullmatch(r"[0-9]{20}\.jsonl", name):
             for line in (folder / name).read_bytes().split(b"\n")[:-1]:
