@@ -133,10 +133,28 @@ def agent_env() -> dict[str, str]:
     return env
 
 
-def run_procs(cmds: list[list[str]], timeout: float, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Start every command at once, wait for all, and return the JSON each
-    printed on its last line of output; fail if any failed."""
+def run_procs(
+    cmds: list[list[str]],
+    timeout: float,
+    env: dict[str, str] | None = None,
+    then: Callable[[], None] | None = None,
+    later: list[list[str]] | None = None,
+) -> list[dict[str, Any]]:
+    """Start every command at once (and, once then() returns, the later
+    ones), wait for all, and return the JSON each printed on its last line
+    of output; fail if any failed."""
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or agent_env()) for c in cmds]
+    try:
+        if then is not None:
+            then()
+    except BaseException:
+        for p in procs:
+            p.kill()
+            p.wait()
+        raise
+    later = later or []
+    procs += [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or agent_env()) for c in later]
+    cmds = cmds + later
     outs = []
     deadline = time.monotonic() + timeout
     try:
