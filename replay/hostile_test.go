@@ -308,7 +308,7 @@ func nameRows() []hostileRow {
 		rows = append(rows, hostileRow{
 			name:   "FileName/" + tc.name,
 			bad:    badLine(`{"seq":1,"file":` + tc.file + `,"merge":{"a":1}}` + "\n"),
-			status: rejected, seq: 1, reason: "bad record: file: journal: bad name", next: 2,
+			status: rejected, seq: 1, reason: "bad record: file: bad name", next: 2,
 			check: func(t *testing.T, h *hostile) {
 				if _, err := os.Stat(filepath.Join(filepath.Dir(h.dir), "x.json")); err == nil {
 					t.Errorf("a file was created outside the state directory")

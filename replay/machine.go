@@ -128,14 +128,14 @@ func (m *machine) decide(agent string, seg uint64, off int64, line []byte, lineE
 		return e
 	}
 	if lineErr != nil {
-		return reject(0, lineErr.Error())
+		return reject(0, ResultError(lineErr))
 	}
 	in, seq, perr := journal.ParseIntent(line)
 	if perr == nil || seq > 0 {
 		e.Intent = trimLine(line)
 	}
 	if seq == 0 {
-		return reject(0, perr.Error())
+		return reject(0, ResultError(perr))
 	}
 	e.Result.ID, e.Result.File = in.ID, in.File
 	if seq <= a.cur.Seq {
@@ -147,7 +147,7 @@ func (m *machine) decide(agent string, seg uint64, off int64, line []byte, lineE
 	}
 	a.cur.Seq = seq
 	if perr != nil {
-		r := reject(seq, perr.Error())
+		r := reject(seq, ResultError(perr))
 		a.keep(r.Result, m.retain)
 		return r
 	}

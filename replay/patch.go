@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/stateward/stateward/journal"
 )
 
 // ErrInvalidJSON is wrapped by the errors of text that is not one valid JSON
@@ -119,14 +121,39 @@ func (e *PatchError) Is(target error) bool {
 // Unwrap returns the underlying error.
 func (e *PatchError) Unwrap() error { return e.Err }
 
-// ResultError returns the error text of a result for err, an error of
-// Apply, Merge or DecodePatch: what was wrong, where, and what to do.
+// lineErrors are the categories of the journal's errors about a line, by
+// sentinel: a result names the category, not the Go package, and says what
+// to do.
+var lineErrors = []struct {
+	sentinel   error
+	name, hint string
+}{
+	{journal.ErrBadName, "bad name", ""},
+	{journal.ErrLineTooLong, "line too long", "split the change over several intents, each with its own seq"},
+	{journal.ErrBadRecord, "bad record", "fix the record and write it again with a new seq"},
+}
+
+// ResultError returns the error text of a result for err: an error of
+// Apply, Merge or DecodePatch, or of the journal about a line. It says what
+// was wrong, where, and what to do, without Go package prefixes.
 func ResultError(err error) string {
 	var pe *PatchError
 	if errors.As(err, &pe) {
 		return pe.Error() + "; " + pe.Code.hint()
 	}
-	return err.Error()
+	msg, hint := err.Error(), ""
+	for _, le := range lineErrors {
+		if errors.Is(err, le.sentinel) {
+			msg = strings.ReplaceAll(msg, le.sentinel.Error(), le.name)
+			if hint == "" {
+				hint = le.hint
+			}
+		}
+	}
+	if hint != "" {
+		msg += "; " + hint
+	}
+	return msg
 }
 
 // Doc is a parsed JSON document held in memory. The zero Doc is a document

@@ -102,7 +102,14 @@ func Verify(dir, out string) (*VerifyReport, error) {
 			} else {
 				got = m.decide(e.Agent, e.Segment, e.Offset, nil, errors.New(e.Result.Error))
 			}
-			if !reflect.DeepEqual(got.Result, e.Result) {
+			want := e.Result
+			if rec.MaxDepth == 0 {
+				// Written by an engine older than the recorded limits,
+				// whose error texts read differently: compare the
+				// decision, not the words.
+				got.Result.Error, want.Error = "", ""
+			}
+			if !reflect.DeepEqual(got.Result, want) {
 				problem("batch %d entry %d (agent %s): logged %s, replay decides %s", rec.Batch, i, e.Agent, e.Result.AppendLine(nil), got.Result.AppendLine(nil))
 			}
 		}
