@@ -121,14 +121,16 @@ func (a *Applier) checkDocs() {
 	}
 }
 
-func (a *Applier) logAdoption(ad adoption, from uint64) {
+func (a *Applier) logAdoption(ad adoption, replaced uint64) {
+	// Every adoption names the version it replaced: an edit made from a
+	// stale copy undoes what was applied since, and the log must show it.
 	switch {
 	case ad.Broken != "":
-		a.logger.Error("document on disk is unusable; its intents are rejected until it is repaired", "file", ad.File, "error", ad.Broken)
+		a.logger.Error("document on disk is unusable; its intents are rejected until it is repaired", "file", ad.File, "replaced", replaced, "error", ad.Broken)
 	case !ad.Exists:
-		a.logger.Warn("document deleted outside stateward; adopted as a new version", "file", ad.File, "version", ad.Version)
+		a.logger.Warn("document deleted outside stateward; adopted as a new version", "file", ad.File, "replaced", replaced, "version", ad.Version)
 	default:
-		a.logger.Warn("document changed outside stateward; adopted as a new version", "file", ad.File, "from", from, "version", ad.Version)
+		a.logger.Warn("document changed outside stateward; adopted as a new version", "file", ad.File, "replaced", replaced, "version", ad.Version)
 	}
 }
 

@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/stateward/stateward/journal"
 )
@@ -222,4 +225,57 @@ func TestApplier_NoExchange(t *testing.T) {
 	}
 	a.Close()
 	mustVerify(t, dir)
+}
+
+// TestApplier_AdoptionLogNamesReplaced checks that the log line of every
+// adoption (a change, a deletion, a broken file) names the version it
+// replaced: an editor saving a stale copy undoes work, and the log shows
+// from which version.
+func TestApplier_AdoptionLogNamesReplaced(t *testing.T) {
+	dir := t.TempDir()
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	logger := hclog.New(&hclog.LoggerOptions{Output: &lockedWriter{w: &buf, mu: &mu}, Level: hclog.Info})
+	appendRaw(t, dir, "x", intentLine(1, "s.json", `"if_version":0,"merge":{"n":0}`)+intentLine(2, "s.json", `"patch":[{"op":"inc","path":"/n","value":1}]`))
+	a := NewApplier(dir, logger)
+	if err := a.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	drain(t, a)
+	path := filepath.Join(dir, "s.json")
+	steps := []struct {
+		do   func() error
+		want string
+	}{
+		{func() error { return os.WriteFile(path, []byte(`{"n":0}`), 0o644) }, `document changed outside stateward; adopted as a new version: file=s.json replaced=2 version=3`},
+		{func() error { return os.Remove(path) }, `document deleted outside stateward; adopted as a new version: file=s.json replaced=3 version=4`},
+		{func() error { return os.WriteFile(path, []byte(`{`), 0o644) }, `document on disk is unusable; its intents are rejected until it is repaired: file=s.json replaced=4`},
+	}
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Step(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		log := buf.String()
+		mu.Unlock()
+		if !strings.Contains(log, s.want) {
+			t.Errorf("log does not contain %q:\n%s", s.want, log)
+		}
+	}
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	w  *bytes.Buffer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -66,6 +66,7 @@ Usage:
                    [--merge] [--wait] [--timeout DURATION] [PATCH]
   stateward update --dir DIR --agent NAME --file DOC [--retries N] [--merge]
                    [--skip-if-version] [--timeout DURATION] -- COMMAND...
+  stateward edit   --dir DIR --file DOC [--agent NAME] [--timeout DURATION]
   stateward read   --dir DIR DOC
   stateward status --dir DIR [--json]
   stateward replay --dir DIR (--verify | --out DIR2)
@@ -85,6 +86,7 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		"watch":      m.watch,
 		"submit":     m.submit,
 		"update":     m.update,
+		"edit":       m.edit,
 		"read":       m.read,
 		"status":     m.status,
 		"replay":     m.replay,
