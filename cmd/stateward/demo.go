@@ -344,7 +344,7 @@ func (m *Main) demoReport(d string, sums []agentSummary, total int, elapsed time
 	fmt.Fprintf(m.Stdout, "double claims: %d\n", double)
 	fmt.Fprintf(m.Stdout, "claims the board lost: %d\n", lost)
 	fmt.Fprintf(m.Stdout, "counters equal to claims: %v\n", countersOK)
-	fmt.Fprintf(m.Stdout, "\nLook at what it left:\n  stateward status --dir %[1]s\n  stateward read --dir %[1]s tasks.json\n  stateward replay --dir %[1]s --verify\n  ls %[1]s/journal %[1]s/results\n", d)
+	fmt.Fprintf(m.Stdout, "\nLook at what it left (build the binary first: go build -o stateward ./cmd/stateward):\n  ./stateward status --dir %[1]s\n  ./stateward read --dir %[1]s tasks.json\n  ./stateward replay --dir %[1]s --verify\n  ls %[1]s/journal %[1]s/results\n", d)
 	if double > 0 || lost > 0 || !countersOK || len(owner) != total || claimedOnBoard != total {
 		fmt.Fprintln(m.Stderr, "stateward demo: the board does not add up (see above)")
 		return exitError
