@@ -116,44 +116,40 @@ func readmeBlocks(tb testing.TB, readme string) (setup []string, cmds []readmeCo
 	return setup, cmds
 }
 
-// copyModule copies the Go module's sources (go.mod, go.sum and the
-// packages' .go files) to dst, so that the README's go build runs as in a
+// copyModule copies the Go module's files to dst (every package with what
+// it embeds; not .git, nested modules, node_modules, tests or a binary left
+// by an earlier go build), so that the README's go build runs as in a
 // fresh checkout.
 func copyModule(tb testing.TB, root, dst string) {
 	tb.Helper()
-	for _, f := range []string{"go.mod", "go.sum"} {
-		b, err := os.ReadFile(filepath.Join(root, f))
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
-			tb.Fatal(err)
+			return err
 		}
-		if err := os.WriteFile(filepath.Join(dst, f), b, 0o644); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	for _, pkg := range []string{"cmd", "journal", "replay", "watcher"} {
-		err := filepath.WalkDir(filepath.Join(root, pkg), func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			rel, _ := filepath.Rel(root, p)
-			if d.IsDir() {
-				if d.Name() == "testdata" {
-					return filepath.SkipDir
+		rel, _ := filepath.Rel(root, p)
+		if d.IsDir() {
+			if rel != "." {
+				if _, err := os.Stat(filepath.Join(p, "go.mod")); err == nil {
+					return filepath.SkipDir // another module (bench)
 				}
-				return os.MkdirAll(filepath.Join(dst, rel), 0o755)
 			}
-			if !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
-				return nil
+			switch d.Name() {
+			case ".git", "node_modules", "testdata":
+				return filepath.SkipDir
 			}
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
-		})
-		if err != nil {
-			tb.Fatal(err)
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
 		}
+		if !d.Type().IsRegular() || strings.HasSuffix(p, "_test.go") || rel == "stateward" {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
+	})
+	if err != nil {
+		tb.Fatal(err)
 	}
 }
 
