@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -83,6 +84,20 @@ func TestWatch_HTTPUsage(t *testing.T) {
 		if strings.Contains(args[len(args)-1], ".") && !strings.Contains(r.stderr, "--http-allow-remote") {
 			t.Errorf("watch %s: the error does not say how to allow it:\n%s", strings.Join(args, " "), r.stderr)
 		}
+		if strings.Contains(r.stderr, "observe:") {
+			t.Errorf("watch %s: a Go package prefix in the message:\n%s", strings.Join(args, " "), r.stderr)
+		}
+	}
+
+	// A port that is taken: the watcher does not start.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	r := runMain(t, "", "watch", "--dir", dir, "--http", l.Addr().String())
+	if r.code != exitError || !strings.Contains(r.stderr, "stateward watch: --http: listen: ") {
+		t.Errorf("watch --http on a taken port: exit %d, want %d, and the reason:\n%s", r.code, exitError, r.stderr)
 	}
 }
 

@@ -171,7 +171,7 @@ func (m *Main) fail(cmd string, err error) int {
 
 // packagePrefixes are the prefixes of the Go packages' error texts, which
 // say where an error came from in the code, not what went wrong.
-var packagePrefixes = []string{"journal: ", "replay: ", "watcher: "}
+var packagePrefixes = []string{"journal: ", "replay: ", "watcher: ", "observe: "}
 
 // humanError returns err's text without Go package prefixes.
 func humanError(err error) string { return withoutPrefixes(err.Error()) }

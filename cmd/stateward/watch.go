@@ -193,7 +193,7 @@ func (m *Main) watch(ctx context.Context, args []string) int {
 
 	obs, stopHTTP, err := startHTTP(*httpAddr, *httpRemote, d, logger.Named("http"))
 	if err != nil {
-		fmt.Fprintf(m.Stderr, "stateward watch: --http: %v\n", err)
+		fmt.Fprintf(m.Stderr, "stateward watch: --http: %s\n", humanError(err))
 		return exitError
 	}
 	defer stopHTTP()
