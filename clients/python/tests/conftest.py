@@ -137,24 +137,22 @@ def run_procs(
     cmds: list[list[str]],
     timeout: float,
     env: dict[str, str] | None = None,
-    then: Callable[[], None] | None = None,
-    later: list[list[str]] | None = None,
+    stages: list[tuple[Callable[[], None], list[list[str]]]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Start every command at once (and, once then() returns, the later
-    ones), wait for all, and return the JSON each printed on its last line
-    of output; fail if any failed."""
-    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or agent_env()) for c in cmds]
+    """Start every command at once, then for each stage (ready, more): once
+    ready() returns, start more. Wait for all, and return the JSON each
+    printed on its last line of output; fail if any failed."""
+    procs = []
     try:
-        if then is not None:
-            then()
+        for ready, more in [(lambda: None, cmds)] + (stages or []):
+            ready()
+            procs += [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or agent_env()) for c in more]
     except BaseException:
         for p in procs:
             p.kill()
             p.wait()
         raise
-    later = later or []
-    procs += [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or agent_env()) for c in later]
-    cmds = cmds + later
+    cmds = cmds + [c for _, more in stages or [] for c in more]
     outs = []
     deadline = time.monotonic() + timeout
     try:
