@@ -705,7 +705,9 @@ func (d *Doc) applyOp(op *Op) *opError {
 			return &opError{code: CodeTooMuchCopy, msg: fmt.Sprintf("the copy ops of the patch would copy more than %d bytes (as written), the limit", d.copyLimit())}
 		}
 		if d.sized && d.MaxSize > 0 && len(op.path) > 0 && d.size+n > d.MaxSize {
-			return tooLarge(d.size+n, d.MaxSize) // at least n more
+			e := tooLarge(d.size+n, d.MaxSize)
+			e.msg = strings.Replace(e.msg, "would be ", "would be at least ", 1) // n is the value alone
+			return e
 		}
 		return d.add(op.path, deepCopy(v), n)
 	case opTest:
