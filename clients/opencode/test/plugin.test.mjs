@@ -3,7 +3,7 @@ import path from "node:path";
 import { open } from "@stateward/client";
 import { StatewardPlugin } from "../dist/index.js";
 import { createTools, agentNameFrom } from "../dist/tools.js";
-import { test, assert, assertEqual, waitFor, tmpDir, startWatcher, runProcess, statewardBin, checkOneResultPerIntent } from "../../typescript/test/harness.mjs";
+import { test, assert, assertEqual, waitFor, tmpDir, startWatcher, runProcess, statewardBin, checkOneResultPerIntent, startGate, lastLine } from "../../typescript/test/harness.mjs";
 
 const here = path.dirname(new URL(import.meta.url).pathname);
 
@@ -100,13 +100,16 @@ test("8 processes race to claim 100 tasks through the plugin's tools", async (t)
     });
   await Promise.all(creators.map((h) => h.dispose()));
   assertEqual(new Set(ids).size, 100, "100 distinct ids");
-  const t0 = Date.now();
-  const runs = await Promise.all(
-    Array.from({ length: 8 }, (_, i) => runProcess(process.execPath, [path.join(here, "agents", "claimer.mjs"), dir, `agent-${i}`], { ctx: t })),
+  const gate = startGate(t, 8);
+  const all = Promise.all(
+    Array.from({ length: 8 }, (_, i) => runProcess(process.execPath, [path.join(here, "agents", "claimer.mjs"), dir, `agent-${i}`], { ctx: t, env: gate.env, onLine: gate.onLine })),
   );
+  await gate.release(all);
+  const t0 = Date.now();
+  const runs = await all;
   const ms = Date.now() - t0;
   for (const r of runs) assert(r.code === 0, `claimer exited ${r.code}: ${r.stderr}`);
-  const summaries = runs.map((r) => JSON.parse(r.stdout.trim()));
+  const summaries = runs.map((r) => JSON.parse(lastLine(r.stdout)));
   const reader = await open({ dir, agent: "reader" });
   const { data: board } = await reader.read("tasks.json");
   const { data: metrics } = await reader.read("metrics.json");

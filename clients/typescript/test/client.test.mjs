@@ -26,6 +26,8 @@ import {
   goAgentBin,
   readSegments,
   checkOneResultPerIntent,
+  startGate,
+  lastLine,
 } from "./harness.mjs";
 
 // ---- format and local behaviour (no watcher) ----
@@ -253,11 +255,14 @@ test("8 processes race to claim 100 tasks through the client", async (t) => {
   const dir = tmpDir(t);
   startWatcher(t, dir);
   await setupBoard(dir, 100);
+  const gate = startGate(t, 8);
+  const all = Promise.all(Array.from({ length: 8 }, (_, i) => runAgent("claimer.mjs", [dir, `agent-${i}`], { ctx: t, env: gate.env, onLine: gate.onLine })));
+  await gate.release(all);
   const t0 = Date.now();
-  const runs = await Promise.all(Array.from({ length: 8 }, (_, i) => runAgent("claimer.mjs", [dir, `agent-${i}`], { ctx: t })));
+  const runs = await all;
   const ms = Date.now() - t0;
   for (const r of runs) assert(r.code === 0, `agent exited ${r.code}: ${r.stderr}`);
-  const summaries = runs.map((r) => JSON.parse(r.stdout.trim()));
+  const summaries = runs.map((r) => JSON.parse(lastLine(r.stdout)));
   await checkBoard(dir, 100, summaries);
   const intents = checkOneResultPerIntent(dir);
   const conflicts = summaries.reduce((s, x) => s + x.conflicts, 0);
@@ -271,11 +276,14 @@ test("update under contention from 8 processes: no lost update", async (t) => {
   await s.submit({ file: "counter.json", merge: { n: 0 }, ifVersion: 0 }, { timeoutMs: 30_000 });
   await s.close();
   const K = 15;
+  const gate = startGate(t, 8);
+  const all = Promise.all(Array.from({ length: 8 }, (_, i) => runAgent("updater.mjs", [dir, `u${i}`, String(K)], { ctx: t, env: gate.env, onLine: gate.onLine })));
+  await gate.release(all);
   const t0 = Date.now();
-  const runs = await Promise.all(Array.from({ length: 8 }, (_, i) => runAgent("updater.mjs", [dir, `u${i}`, String(K)], { ctx: t })));
+  const runs = await all;
   const ms = Date.now() - t0;
   for (const r of runs) assert(r.code === 0, `updater exited ${r.code}: ${r.stderr}`);
-  const summaries = runs.map((r) => JSON.parse(r.stdout.trim()));
+  const summaries = runs.map((r) => JSON.parse(lastLine(r.stdout)));
   const c = await open({ dir, agent: "checker" });
   const { data } = await c.read("counter.json");
   await c.close();
@@ -354,6 +362,15 @@ test("mixed languages: Go agents, TypeScript agents and stateward submit on one 
   await setupBoard(dir, 60);
   const go = goAgentBin();
   const sw = statewardBin();
+  const gate = startGate(t, 4);
+  const opts = { ctx: t, env: gate.env, onLine: gate.onLine };
+  const all = Promise.all([
+    runProcess(go, ["claim", dir, "go-1"], opts),
+    runProcess(go, ["claim", dir, "go-2"], opts),
+    runAgent("claimer.mjs", [dir, "ts-1"], opts),
+    runAgent("claimer.mjs", [dir, "ts-2"], opts),
+  ]);
+  await gate.release(all);
   const cli = (async () => {
     // A shell agent: claims tasks in order through stateward submit.
     let claims = 0;
@@ -376,14 +393,9 @@ test("mixed languages: Go agents, TypeScript agents and stateward submit on one 
     }
     return { agent: "cli", claims, conflicts };
   })();
-  const runs = await Promise.all([
-    runProcess(go, ["claim", dir, "go-1"], { ctx: t }),
-    runProcess(go, ["claim", dir, "go-2"], { ctx: t }),
-    runAgent("claimer.mjs", [dir, "ts-1"], { ctx: t }),
-    runAgent("claimer.mjs", [dir, "ts-2"], { ctx: t }),
-  ]);
+  const runs = await all;
   for (const r of runs) assert(r.code === 0, `agent exited ${r.code}: ${r.stderr} ${r.stdout}`);
-  const summaries = [...runs.map((r) => JSON.parse(r.stdout.trim())), await cli];
+  const summaries = [...runs.map((r) => JSON.parse(lastLine(r.stdout))), await cli];
   await checkBoard(dir, 60, summaries);
   const intents = checkOneResultPerIntent(dir);
   t.log(`FIGURE mixed: go ${summaries[0].claims}+${summaries[1].claims}, ts ${summaries[2].claims}+${summaries[3].claims}, cli ${summaries[4].claims} = 60 claims, ${intents} intents, each with exactly one result`);

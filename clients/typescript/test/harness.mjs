@@ -200,3 +200,29 @@ export function checkOneResultPerIntent(dir) {
   }
   return total;
 }
+
+/**
+ * A start line for n racing processes (agents/gate.mjs): pass env and
+ * onLine to each, then release(runs) once they are all ready (or any ended).
+ */
+export function startGate(ctx, n) {
+  const file = path.join(tmpDir(ctx, "sw-gate-"), "go");
+  let ready = 0;
+  let allReady;
+  const all = new Promise((r) => (allReady = r));
+  return {
+    env: { STATEWARD_TEST_GATE: file },
+    onLine: (l) => {
+      if (l === "ready" && ++ready === n) allReady();
+    },
+    async release(runs) {
+      await Promise.race([all, runs]);
+      fs.writeFileSync(file, "");
+    },
+  };
+}
+
+/** The last line of a process's output. */
+export function lastLine(s) {
+  return s.trim().split("\n").pop();
+}

@@ -4,10 +4,12 @@
 // Usage: claimer.mjs DIR AGENT
 import { StatewardPlugin } from "../../dist/index.js";
 import { readDocument } from "@stateward/client";
+import { gate } from "../../../typescript/test/agents/gate.mjs";
 
 const [dir, agent] = process.argv.slice(2);
 const hooks = await StatewardPlugin({ directory: dir, worktree: dir }, { dir, agent });
 const ctx = { sessionID: "s", messageID: "m", agent: "build", directory: dir, worktree: dir, abort: new AbortController().signal, metadata() {}, async ask() {} };
+await gate();
 let claims = 0;
 let taken = 0;
 for (;;) {

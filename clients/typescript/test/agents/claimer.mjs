@@ -2,9 +2,11 @@
 // counting each claim in metrics.json. Prints a JSON summary.
 // Usage: claimer.mjs DIR AGENT
 import { open } from "../../dist/index.js";
+import { gate } from "./gate.mjs";
 
 const [dir, agentName] = process.argv.slice(2);
 const agent = await open({ dir, agent: agentName, lockTimeoutMs: 5000 });
+await gate();
 let claims = 0;
 let conflicts = 0;
 let intents = 0;

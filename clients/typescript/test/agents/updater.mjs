@@ -2,9 +2,11 @@
 // writing n+1 from the value read (no inc), through Agent.update.
 // Usage: updater.mjs DIR AGENT K
 import { open } from "../../dist/index.js";
+import { gate } from "./gate.mjs";
 
 const [dir, agentName, k] = process.argv.slice(2);
 const agent = await open({ dir, agent: agentName, lockTimeoutMs: 5000 });
+await gate();
 let intents = 0;
 for (let i = 0; i < Number(k); i++) {
   const r = await agent.update(

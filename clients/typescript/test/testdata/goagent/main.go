@@ -41,6 +41,16 @@ func main() {
 		fmt.Println("locked")
 		io.Copy(io.Discard, os.Stdin)
 	case "claim":
+		if gate := os.Getenv("STATEWARD_TEST_GATE"); gate != "" {
+			// Start with the others: print "ready", wait for the gate file.
+			fmt.Println("ready")
+			for {
+				if _, err := os.Stat(gate); err == nil {
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
 		if err := claim(dir, agent, w); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
