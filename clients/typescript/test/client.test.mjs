@@ -23,6 +23,7 @@ import {
   runProcess,
   statewardBin,
   here,
+  repoRoot,
   goAgentBin,
   readSegments,
   checkOneResultPerIntent,
@@ -466,4 +467,78 @@ test("Node and Bun writers of one agent exclude each other", async (t) => {
   const r = await mine;
   assert(r.code !== 0 && /WriterBusyError|held by another writer/.test(r.stderr), `${other} refused while this runtime holds: ${r.code} ${r.stderr.slice(0, 300)}`);
   await a.close();
+});
+
+test("Python and TypeScript writers of one agent exclude each other", async (t) => {
+  const dir = tmpDir(t);
+  const env = { PYTHONPATH: path.join(repoRoot, "clients", "python", "src") };
+  const py = [
+    "-c",
+    "import sys, stateward\ntry:\n    a = stateward.open(sys.argv[1], agent=sys.argv[2])\nexcept stateward.WriterBusy as e:\n    print('busy', e, flush=True); sys.exit(2)\nprint('locked', flush=True)\nsys.stdin.read()\na.close()",
+    dir,
+    "shared",
+  ];
+  // TypeScript holds: Python is refused.
+  const a = await open({ dir, agent: "shared" });
+  const refused = await runProcess("python3", py, { ctx: t, env, input: "" });
+  assertEqual(refused.code, 2, `Python writer refused while TypeScript holds: ${refused.stdout} ${refused.stderr}`);
+  await a.close();
+  // Python holds: TypeScript is refused; kill -9 of Python frees the agent at once.
+  let locked;
+  const lockedP = new Promise((res) => (locked = res));
+  const holder = runProcess("python3", py, { ctx: t, env, onLine: (l) => l === "locked" && locked() });
+  await Promise.race([lockedP, holder.then((r) => Promise.reject(new Error(`python holder ended: ${r.code} ${r.stderr}`)))]);
+  await assertRejects(() => open({ dir, agent: "shared" }), WriterBusyError, "TypeScript writer refused while Python holds");
+  holder.proc.kill("SIGKILL");
+  await holder;
+  const b = await open({ dir, agent: "shared" });
+  await b.close();
+});
+
+test("folder fsyncs: each new folder's parent, and the journal folder before a new segment is written", async (t) => {
+  const { JournalWriter } = await import("../dist/journal.js");
+  const { mkdirDurable } = await import("../dist/fsutil.js");
+  const dir = tmpDir(t);
+  const synced = [];
+  const folder = path.join(dir, "journal", "a");
+  await mkdirDurable(folder, async (p) => synced.push(p));
+  assertEqual(synced, [dir, path.join(dir, "journal")], "parents fsynced after each mkdir");
+  const w = new JournalWriter(folder);
+  w.segmentSize = 100;
+  const seen = [];
+  w.syncDir = async (p) => {
+    // The new segment exists and is still empty when its folder is fsynced.
+    const segs = fs.readdirSync(p).filter((n) => n.endsWith(".jsonl")).sort();
+    seen.push([p, segs[segs.length - 1], fs.statSync(path.join(p, segs[segs.length - 1])).size]);
+  };
+  await w.recover();
+  for (let i = 0; i < 3; i++) await w.append({ file: "x.json", merge: "x".repeat(60) });
+  assertEqual(seen, [1, 2, 3].map((s) => [folder, segmentName(s), 0]), "one folder fsync per segment, before its first write");
+  // A failed folder fsync closes the writer: the tail is unknown.
+  w.syncDir = async () => {
+    throw Object.assign(new Error("injected EIO"), { code: "EIO" });
+  };
+  await assertRejects(() => w.append({ file: "x.json", merge: "x".repeat(60) }), Error, "failing fsync", (e) => e.code === "EIO");
+  await assertRejects(() => w.append({ file: "x.json", merge: 1 }), ClosedError, "append after a failed fsync");
+});
+
+test("seq limit: Number.MAX_SAFE_INTEGER, refused past it, and a journal beyond it is not opened", async (t) => {
+  const dir = tmpDir(t);
+  const a = await open({ dir, agent: "a" });
+  assertEqual((await a.append({ file: "x.json", merge: 1, seq: Number.MAX_SAFE_INTEGER })).seq, Number.MAX_SAFE_INTEGER, "the last safe seq");
+  await assertRejects(() => a.append({ file: "x.json", merge: 1 }), Error, "past the limit", (e) => e.code === "ESEQLIMIT");
+  await a.close();
+  const b = await open({ dir, agent: "a" });
+  assertEqual(b.lastSeq, Number.MAX_SAFE_INTEGER, "lastSeq read back exactly");
+  await b.close();
+  const folder = path.join(dir, "journal", "big");
+  fs.mkdirSync(folder, { recursive: true });
+  fs.writeFileSync(path.join(folder, "00000000000000000001.jsonl"), '{"seq":9007199254740993,"file":"x.json","merge":1}\n');
+  await assertRejects(() => open({ dir, agent: "big" }), Error, "a seq beyond 2^53 in the journal", (e) => e.code === "ESEQLIMIT");
+  const c = await open({ dir, agent: "big", lockTimeoutMs: 1000 }).catch(() => undefined);
+  assert(c === undefined, "still refused");
+  // The failed opens let the agent go.
+  fs.rmSync(path.join(folder, "00000000000000000001.jsonl"));
+  const d = await open({ dir, agent: "big" });
+  await d.close();
 });
