@@ -23,6 +23,7 @@ const checkpointDir = ".stateward/checkpoints"
 // position and retained results. With it, the commit log up to Batch is
 // not needed any more.
 type checkpoint struct {
+	Format int                        `json:"format,omitempty"` // checkpointFormat; absent in format 1
 	Batch  uint64                     `json:"batch"`
 	Commit uint64                     `json:"commit"`
 	Retain int                        `json:"retain"`
@@ -38,16 +39,22 @@ type checkpointDoc struct {
 	Data    []byte `json:"data,omitempty"`
 }
 
-// checkpointAgent is an agent in a checkpoint.
+// checkpointFormat is the format of the checkpoints this version writes.
+// Format 1 (no "format" field) kept whole results in "retained"; they read
+// as window entries whose intent is unknown. A newer format is refused.
+const checkpointFormat = 2
+
+// checkpointAgent is an agent in a checkpoint. Retained is its retry window
+// exactly as the machine holds it.
 type checkpointAgent struct {
-	Cursor   cursor           `json:"cursor"`
-	Results  resultPos        `json:"results"`
-	Retained []journal.Result `json:"retained,omitempty"`
+	Cursor   cursor    `json:"cursor"`
+	Results  resultPos `json:"results"`
+	Retained []kept    `json:"retained,omitempty"`
 }
 
 // newCheckpoint captures the machine after batch.
 func newCheckpoint(m *machine, batch uint64) *checkpoint {
-	cp := &checkpoint{Batch: batch, Commit: m.commit, Retain: m.retain,
+	cp := &checkpoint{Format: checkpointFormat, Batch: batch, Commit: m.commit, Retain: m.retain,
 		Docs: map[string]checkpointDoc{}, Agents: map[string]checkpointAgent{}}
 	for name, d := range m.docs {
 		cd := checkpointDoc{Version: d.version, Exists: d.doc.Exists(), Broken: d.broken}
@@ -57,7 +64,7 @@ func newCheckpoint(m *machine, batch uint64) *checkpoint {
 		cp.Docs[name] = cd
 	}
 	for name, a := range m.agents {
-		cp.Agents[name] = checkpointAgent{Cursor: a.cur, Results: a.res, Retained: a.retained[a.head:]}
+		cp.Agents[name] = checkpointAgent{Cursor: a.cur, Results: a.res, Retained: a.win.entries()}
 	}
 	return cp
 }
@@ -81,8 +88,8 @@ func (cp *checkpoint) restore(retain int) (*machine, error) {
 	for name, ca := range cp.Agents {
 		a := m.agent(name)
 		a.cur, a.res = ca.Cursor, ca.Results
-		for _, r := range ca.Retained {
-			a.keep(r, retain)
+		for _, k := range ca.Retained {
+			a.win.keep(k, retain)
 		}
 	}
 	return m, nil
@@ -116,6 +123,9 @@ func readCheckpoint(fs fsys) (*checkpoint, error) {
 	if err := json.Unmarshal(data, cp); err != nil {
 		// Written to a temp file, fsynced and renamed: it cannot be torn.
 		return nil, fmt.Errorf("%w: checkpoint %s: %v", ErrCorruptLog, name, err)
+	}
+	if cp.Format > checkpointFormat {
+		return nil, fmt.Errorf("checkpoint %s has format %d, newer than this stateward reads (%d): run the stateward that wrote it, or a newer one", name, cp.Format, checkpointFormat)
 	}
 	return cp, nil
 }

@@ -158,7 +158,7 @@ func (m *machine) fold(rec *commitRecord) error {
 		a := m.agent(e.Agent)
 		if e.Result.Seq > a.cur.Seq {
 			a.cur.Seq = e.Result.Seq
-			a.keep(e.Result, m.retain)
+			m.keepLogged(a, e)
 		}
 	}
 	for name, c := range rec.Journals {
