@@ -8,6 +8,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -57,7 +59,7 @@ var (
 // version, read together. It returns an Intent with Patch or Merge set;
 // Update fills in Seq, File and IfVersion. It may set ID, which must then
 // differ on every call: the watcher answers a reused id with a copy of the
-// first result. It returns ErrNoChange (or an error wrapping it) when
+// first result if the intent is the same, and rejects it otherwise. It returns ErrNoChange (or an error wrapping it) when
 // there is nothing to do.
 //
 // The function is called again, with the document as it is then, after
@@ -114,10 +116,12 @@ type Updater struct {
 	MaxAttempts   int           // intents submitted per Update at most, >= 1; set by NewUpdater
 
 	// SkipIfVersion submits changes without if_version. It is for patches
-	// that cannot lose an update, which Update checks: only test, replace
-	// and inc operations, with at least one test if there is a replace
-	// (a compare-and-set). Such a patch then conflicts only when its own
-	// tests fail, not whenever anything else in the document changed.
+	// that cannot lose an update, which Update checks (else ErrUnsafePatch):
+	// test and inc operations, and replace, remove, move and copy whose
+	// path (the target, for move and copy) a test of the same path, or of
+	// a path above it, checks earlier in the patch (a compare-and-set).
+	// Such a patch then conflicts only when its own tests fail, not
+	// whenever anything else in the document changed.
 	SkipIfVersion bool
 
 	w *Writer
@@ -267,34 +271,47 @@ func (u *Updater) appendAndWait(ctx context.Context, in Intent) (Result, error) 
 }
 
 // checkSafe reports whether in is a change that cannot lose an update
-// without if_version: a patch of test, replace and inc operations only, in
-// which any replace is guarded by at least one test.
+// without if_version: a patch of test, inc, replace, remove, move and copy
+// operations in which every operation that overwrites or deletes a value
+// (replace, remove, and the target of move and copy) comes after a test of
+// the same path or of a path above it. The patch then applies only where
+// what it overwrites is what its author saw.
 func checkSafe(in Intent) error {
 	if len(in.Merge) > 0 {
 		return fmt.Errorf("%w: a merge patch overwrites what it names", ErrUnsafePatch)
 	}
 	var ops []struct {
-		Op string `json:"op"`
+		Op   string `json:"op"`
+		Path string `json:"path"`
 	}
 	if err := json.Unmarshal(in.Patch, &ops); err != nil {
 		return fmt.Errorf("%w: patch must be a JSON array of operations: %v", ErrBadRecord, err)
 	}
-	tests, replaces := 0, 0
+	var tested []string
 	for i, op := range ops {
 		switch op.Op {
 		case "test":
-			tests++
-		case "replace":
-			replaces++
+			tested = append(tested, op.Path)
 		case "inc":
+		case "replace", "remove", "move", "copy":
+			if !slices.ContainsFunc(tested, func(t string) bool { return covers(t, op.Path) }) {
+				what := "path"
+				if op.Op == "move" || op.Op == "copy" {
+					what = "target"
+				}
+				return fmt.Errorf("%w: op %d (%s %s) overwrites blindly: a test of its %s %q, or of a path above it, must come before it", ErrUnsafePatch, i, op.Op, op.Path, what, op.Path)
+			}
 		default:
-			return fmt.Errorf("%w: op %d is %q: only test, replace and inc may go without if_version", ErrUnsafePatch, i, op.Op)
+			return fmt.Errorf("%w: op %d is %q: only test, inc, and replace, remove, move and copy after a test of their path may go without if_version", ErrUnsafePatch, i, op.Op)
 		}
 	}
-	if replaces > 0 && tests == 0 {
-		return fmt.Errorf("%w: a replace without a test overwrites blindly", ErrUnsafePatch)
-	}
 	return nil
+}
+
+// covers reports whether a test of the JSON pointer t covers the value at
+// p: p is t or below it.
+func covers(t, p string) bool {
+	return t == p || t == "" || strings.HasPrefix(p, t+"/")
 }
 
 // fullJitter returns a uniformly random duration in [0, ceiling].

@@ -356,12 +356,25 @@ func TestUpdater_SkipIfVersion(t *testing.T) {
 		{"Empty", Intent{Patch: json.RawMessage(`[]`)}, true},
 		{"BlindReplace", Intent{Patch: json.RawMessage(`[{"op":"replace","path":"/n","value":1}]`)}, false},
 		{"Add", Intent{Patch: json.RawMessage(`[{"op":"test","path":"/n","value":0},{"op":"add","path":"/m","value":1}]`)}, false},
-		{"Remove", Intent{Patch: json.RawMessage(`[{"op":"test","path":"/n","value":0},{"op":"remove","path":"/n"}]`)}, false},
+		{"Remove", Intent{Patch: json.RawMessage(`[{"op":"test","path":"/n","value":0},{"op":"remove","path":"/n"}]`)}, true},
+		{"BlindRemove", Intent{Patch: json.RawMessage(`[{"op":"test","path":"/n","value":0},{"op":"remove","path":"/m"}]`)}, false},
+		{"ReplaceOtherPath", Intent{Patch: json.RawMessage(`[{"op":"test","path":"/a","value":0},{"op":"replace","path":"/b","value":1}]`)}, false},
+		{"ReplaceSibling", Intent{Patch: json.RawMessage(`[{"op":"test","path":"/t/owner","value":"me"},{"op":"replace","path":"/t/status","value":"open"}]`)}, false},
+		{"ReplacePrefixName", Intent{Patch: json.RawMessage(`[{"op":"test","path":"/a","value":0},{"op":"replace","path":"/ab","value":1}]`)}, false},
+		{"TestAfterReplace", Intent{Patch: json.RawMessage(`[{"op":"replace","path":"/n","value":1},{"op":"test","path":"/n","value":1}]`)}, false},
+		{"TestAbove", Intent{Patch: json.RawMessage(`[{"op":"test","path":"/t","value":{"n":0}},{"op":"replace","path":"/t/n","value":1}]`)}, true},
+		{"TestWhole", Intent{Patch: json.RawMessage(`[{"op":"test","path":"","value":{"n":0}},{"op":"replace","path":"/n","value":1}]`)}, true},
+		{"EachReplaceTested", Intent{Patch: json.RawMessage(`[{"op":"test","path":"/a","value":0},{"op":"test","path":"/b","value":0},{"op":"replace","path":"/a","value":1},{"op":"replace","path":"/b","value":1}]`)}, true},
+		{"MoveTargetTested", Intent{Patch: json.RawMessage(`[{"op":"test","path":"/b","value":0},{"op":"move","from":"/a","path":"/b"}]`)}, true},
+		{"MoveTargetUntested", Intent{Patch: json.RawMessage(`[{"op":"test","path":"/a","value":0},{"op":"move","from":"/a","path":"/b"}]`)}, false},
+		{"CopyTargetTested", Intent{Patch: json.RawMessage(`[{"op":"test","path":"/b","value":0},{"op":"copy","from":"/a","path":"/b"}]`)}, true},
+		{"CopyTargetUntested", Intent{Patch: json.RawMessage(`[{"op":"copy","from":"/a","path":"/b"}]`)}, false},
 		{"Merge", Intent{Merge: json.RawMessage(`{"n":1}`)}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &fakeStore{}
 			s.write(0)
+			s.status = func(Intent) string { return StatusApplied } // the check is Update's, before any submit
 			u := newFakeUpdater(s)
 			u.SkipIfVersion = true
 			_, attempts, err := u.Update(t.Context(), "counter.json", func(Document) (Intent, error) { return tc.in, nil })

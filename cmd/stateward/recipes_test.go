@@ -296,6 +296,7 @@ func releasePatch(data json.RawMessage, agent string) ([]any, error) {
 		}
 		ops = append(ops,
 			pop("test", taskPath(id, "owner"), agent),
+			pop("test", taskPath(id, "status"), t.Status),
 			pop("replace", taskPath(id, "owner"), nil),
 			pop("replace", taskPath(id, "status"), "open"))
 	}

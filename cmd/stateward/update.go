@@ -28,7 +28,7 @@ func (m *Main) update(ctx context.Context, args []string) int {
 	file := fs.String("file", "", "document name, e.g. tasks.json")
 	retries := fs.Int("retries", journal.DefaultMaxAttempts-1, "attempts after the first one, on conflicts")
 	merge := fs.Bool("merge", false, "COMMAND prints an RFC 7396 merge patch, not an RFC 6902 patch")
-	skip := fs.Bool("skip-if-version", false, "submit without if_version: only for patches of test, replace and inc ops (a replace needs a test)")
+	skip := fs.Bool("skip-if-version", false, "submit without if_version: only for patches of test and inc ops, and replace, remove, move, copy each after a test of its path")
 	timeout := fs.Duration("timeout", 30*time.Second, "bound on the whole update: lock, reads, COMMAND runs, backoffs and waits")
 	// Flags stop at "--" or at the first argument that is not a flag:
 	// everything after is COMMAND and its arguments.
