@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -35,6 +36,9 @@ var (
 	ErrClosed = errors.New("journal: closed")
 	// ErrLocked is returned when another writer holds an agent's journal.
 	ErrLocked = errors.New("journal: journal is locked by another writer")
+	// ErrSeqExhausted is returned by Append when the journal's last seq is
+	// the largest uint64: there is no next one, and a seq never wraps.
+	ErrSeqExhausted = errors.New("journal: no seq left")
 )
 
 // LockName is the advisory lock file inside an agent's journal folder, taken
@@ -204,7 +208,8 @@ func (w *Writer) LastSeq() uint64 {
 
 // Append assigns the next seq to in (unless in.Seq is set, which must then be
 // greater than the last), writes it as one line with a single write(2) and
-// fsyncs it. When Append returns nil the record is durable, and it returns the
+// fsyncs it. A seq never wraps: once a record has the largest seq
+// (2^64-1), Append returns ErrSeqExhausted. When Append returns nil the record is durable, and it returns the
 // record as written.
 //
 // A failed write or fsync leaves the Writer closed: the kernel may have
@@ -232,14 +237,18 @@ func (w *Writer) AppendBatch(ins []Intent) ([]Intent, error) {
 	}
 	out := slices.Clone(ins)
 	var buf []byte
-	seq := max(w.lastSeq+1, w.nextMin)
+	// A seq never wraps: after the largest, there is no next one.
+	next, full := max(w.lastSeq+1, w.nextMin), w.lastSeq == math.MaxUint64
 	for i := range out {
-		if out[i].Seq == 0 {
-			out[i].Seq = seq
-		} else if out[i].Seq < seq {
-			return nil, fmt.Errorf("%w: seq %d is not greater than the last seq %d", ErrBadRecord, out[i].Seq, seq-1)
+		switch {
+		case full:
+			return nil, fmt.Errorf("%w: the journal of agent %q reached seq %d, the largest there is: write as a new agent", ErrSeqExhausted, w.agent, uint64(math.MaxUint64))
+		case out[i].Seq == 0:
+			out[i].Seq = next
+		case out[i].Seq < next:
+			return nil, fmt.Errorf("%w: seq %d is not greater than the last seq %d", ErrBadRecord, out[i].Seq, next-1)
 		}
-		seq = out[i].Seq + 1
+		full, next = out[i].Seq == math.MaxUint64, out[i].Seq+1
 		line, err := out[i].MarshalLine()
 		if err != nil {
 			return nil, err

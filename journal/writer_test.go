@@ -979,3 +979,46 @@ func TestWriter_LockParts(t *testing.T) {
 		}
 	})
 }
+
+func TestWriter_SeqLimit(t *testing.T) {
+	const top = uint64(1<<64 - 1)
+	dir := t.TempDir()
+	w := MustOpenWriter(t, dir, "a", nil)
+	in := testIntent(1)
+	in.Seq = top - 1
+	if _, err := w.Append(in); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("BatchPastTheTop", func(t *testing.T) {
+		_, err := w.AppendBatch([]Intent{testIntent(2), testIntent(3)})
+		if !errors.Is(err, ErrSeqExhausted) {
+			t.Fatalf("AppendBatch past the largest seq: %v, want ErrSeqExhausted", err)
+		}
+		if got, want := w.LastSeq(), top-1; got != want {
+			t.Errorf("LastSeq()=%d, want %d: nothing of the batch written", got, want)
+		}
+	})
+	if rec, err := w.Append(testIntent(4)); err != nil || rec.Seq != top {
+		t.Fatalf("Append of the largest seq = %d, %v; want %d", rec.Seq, err, top)
+	}
+	for _, seq := range []uint64{0, 5, top} {
+		in := testIntent(5)
+		in.Seq = seq
+		if _, err := w.Append(in); !errors.Is(err, ErrSeqExhausted) {
+			t.Errorf("Append with seq %d after the largest: %v, want ErrSeqExhausted", seq, err)
+		}
+	}
+	w.Close()
+	w = MustOpenWriter(t, dir, "a", nil)
+	defer w.Close()
+	if _, err := w.Append(testIntent(6)); !errors.Is(err, ErrSeqExhausted) {
+		t.Errorf("Append after reopening: %v, want ErrSeqExhausted", err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "journal", "a", SegmentName(top-1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := bytes.Count(data, []byte("\n")), 2; got != want {
+		t.Errorf("journal holds %d lines, want %d", got, want)
+	}
+}
