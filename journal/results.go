@@ -19,13 +19,27 @@ const (
 	DefaultFallbackPoll = 20 * time.Millisecond
 )
 
+// DefaultMaxBuffered is how many results a Results keeps read ahead of the
+// seq it waits for, for the Waits to come: enough for an agent that
+// pipelines thousands of intents, a few hundred KiB of memory at most.
+const DefaultMaxBuffered = 4096
+
 // ErrResultGone is returned by Results.Wait for a result that was written
 // but has since been deleted under the watcher's retention policy.
 var ErrResultGone = errors.New("journal: result no longer retained")
 
 // Results follows one agent's results folder, results/<agent>/ under a state
 // directory, and hands out results by seq. It is not safe for concurrent use.
+//
+// Results read while waiting for one seq are kept for later Waits, at most
+// MaxBuffered of them: an agent that never waits for some of its results
+// (fire and forget), or waits for them out of order, costs bounded memory.
+// Past the bound, the results below the seq waited for go first, then the
+// ones above it; a later Wait for a result that was let go reads the files
+// again from the segment that holds it.
 type Results struct {
+	MaxBuffered int // results kept read ahead at most, >= 1; set by OpenResults
+
 	dir, agent, path string
 
 	w      *fsnotify.Watcher // nil when inotify is unavailable
@@ -33,6 +47,8 @@ type Results struct {
 	seg    uint64 // current segment (first seq), 0 before the first scan
 	off    int64  // offset in it of the next unread line
 	floor  uint64 // lowest seq kept; results below it are dropped
+	want   uint64 // the seq the current Wait is for
+	above  uint64 // highest seq let go above a Wait's seq, 0 if none
 	found  map[uint64]Result
 	f      *os.File // segment seg, kept open between scans
 	oldest uint64   // first seq of the oldest results segment at the last scan
@@ -51,6 +67,8 @@ func OpenResults(dir, agent string) (*Results, error) {
 		path:  filepath.Join(dir, "results", agent),
 		found: make(map[uint64]Result),
 		poll:  DefaultFallbackPoll,
+
+		MaxBuffered: DefaultMaxBuffered,
 	}
 	if w, err := fsnotify.NewWatcher(); err == nil {
 		r.w = w
@@ -95,11 +113,17 @@ func (r *Results) Wait(ctx context.Context, seq uint64) (Result, error) {
 	if seq == 0 {
 		return Result{}, fmt.Errorf("%w: seq must be >= 1", ErrBadRecord)
 	}
-	if r.seg == 0 || seq < r.floor {
+	if r.MaxBuffered < 1 {
+		return Result{}, fmt.Errorf("journal: MaxBuffered must be >= 1, got %d", r.MaxBuffered)
+	}
+	if _, ok := r.found[seq]; !ok && (r.seg == 0 || seq < r.floor || seq <= r.above) {
+		// Not read yet, or read and let go: read again from the segment
+		// that holds it.
 		r.closeSegment()
-		r.seg, r.off, r.floor = 0, 0, seq
+		r.seg, r.off, r.floor, r.above = 0, 0, seq, 0
 		clear(r.found)
 	}
+	r.want = seq
 	tick := time.NewTicker(r.poll)
 	defer tick.Stop()
 	var events <-chan fsnotify.Event
@@ -111,7 +135,7 @@ func (r *Results) Wait(ctx context.Context, seq uint64) (Result, error) {
 		// First read on in the open segment, the common case; list the
 		// folder (a new segment? a deleted one?) only if that did not do.
 		if r.f != nil {
-			if err := r.readSegment(); err != nil {
+			if _, err := r.readSegment(); err != nil {
 				return Result{}, err
 			}
 		}
@@ -182,7 +206,8 @@ func (r *Results) scan() error {
 			r.closeSegment()
 			r.seg, r.off = s, 0
 		}
-		if err := r.readSegment(); err != nil {
+		full, err := r.readSegment()
+		if err != nil || full {
 			return err
 		}
 		if i == len(segs)-1 {
@@ -209,24 +234,27 @@ func (r *Results) startsWithOriginal(seg uint64) bool {
 	return err == nil && res.Seq > 0 && !res.Retry
 }
 
-func (r *Results) readSegment() error {
+// readSegment reads the complete result lines of segment r.seg past r.off.
+// It stops early, and reports full, once it holds the result waited for and
+// MaxBuffered others.
+func (r *Results) readSegment() (full bool, err error) {
 	p := filepath.Join(r.path, SegmentName(r.seg))
 	if r.f == nil {
 		f, err := os.Open(p)
 		if errors.Is(err, os.ErrNotExist) {
-			return nil // compacted away under us: the next listing moves on
+			return false, nil // compacted away under us: the next listing moves on
 		}
 		if err != nil {
-			return fmt.Errorf("open results %s: %w", p, err)
+			return false, fmt.Errorf("open results %s: %w", p, err)
 		}
 		r.f = f
 	}
 	fi, err := r.f.Stat()
 	if err != nil {
-		return fmt.Errorf("stat results %s: %w", p, err)
+		return false, fmt.Errorf("stat results %s: %w", p, err)
 	}
 	if fi.Size() <= r.off {
-		return nil
+		return false, nil
 	}
 	rd := NewReader(io.NewSectionReader(r.f, r.off, fi.Size()-r.off), r.off)
 	rd.MaxLine = 1<<63 - 1
@@ -235,17 +263,44 @@ func (r *Results) readSegment() error {
 		if err != nil {
 			r.off = rd.Offset()
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return nil
+				return false, nil
 			}
-			return fmt.Errorf("read results %s: %w", p, err)
+			return false, fmt.Errorf("read results %s: %w", p, err)
 		}
 		res, err := ParseResult(rec.Line)
 		if err != nil || res.Seq < r.floor {
 			continue
 		}
-		if _, dup := r.found[res.Seq]; !dup {
-			r.found[res.Seq] = res
+		if _, dup := r.found[res.Seq]; dup {
+			continue
 		}
+		if res.Seq != r.want && len(r.found) >= r.MaxBuffered {
+			if _, ok := r.found[r.want]; ok {
+				// Enough read ahead: this line and the rest wait in the file.
+				r.off = rec.Offset
+				return true, nil
+			}
+			// Make room: let go of the results below the one waited for (a
+			// later Wait for one reads the files again, its seq being below
+			// the floor), then of this one (a later Wait for it reads again,
+			// its seq being at or below above).
+			if r.floor < r.want {
+				for s := range r.found {
+					if s < r.want {
+						delete(r.found, s)
+					}
+				}
+				r.floor = r.want
+			}
+			if res.Seq < r.floor {
+				continue
+			}
+			if len(r.found) >= r.MaxBuffered {
+				r.above = max(r.above, res.Seq)
+				continue
+			}
+		}
+		r.found[res.Seq] = res
 	}
 }
 

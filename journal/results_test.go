@@ -3,6 +3,7 @@ package journal
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -101,6 +102,8 @@ func pollingResults(dir, agent string, poll time.Duration) *Results {
 		path:  filepath.Join(dir, "results", agent),
 		found: make(map[uint64]Result),
 		poll:  poll,
+
+		MaxBuffered: DefaultMaxBuffered,
 	}
 }
 
@@ -428,5 +431,73 @@ func TestResults_Polling(t *testing.T) {
 				t.Errorf("Wait gave up after %s, before its deadline", got)
 			}
 		})
+	})
+}
+
+func TestResults_Bounded(t *testing.T) {
+	const n, max = 5000, 64
+	setup := func(t *testing.T, skip uint64) *Results {
+		dir := t.TempDir()
+		var rs []Result
+		for seq := uint64(1); seq <= n; seq++ {
+			if seq != skip {
+				rs = append(rs, applied(seq))
+			}
+			if len(rs) == 1000 || (seq == n && len(rs) > 0) {
+				writeResults(t, dir, "a", rs[0].Seq, rs...)
+				rs = nil
+			}
+		}
+		r := MustOpenResults(t, dir, "a")
+		r.MaxBuffered = max
+		return r
+	}
+	wait := func(t *testing.T, r *Results, seq uint64) {
+		t.Helper()
+		res, err := r.Wait(t.Context(), seq)
+		if err != nil || res.Seq != seq {
+			t.Fatalf("Wait(%d) = %+v, %v", seq, res, err)
+		}
+		if got := len(r.found); got > max {
+			t.Fatalf("after Wait(%d): %d results kept, want at most %d", seq, got, max)
+		}
+	}
+	t.Run("FireAndForget", func(t *testing.T) {
+		// Waits now and then, for the newest only.
+		r := setup(t, 0)
+		wait(t, r, 1)
+		for _, seq := range []uint64{1000, 2500, n} {
+			wait(t, r, seq)
+		}
+		wait(t, r, 3) // let go, read again
+		wait(t, r, n-1)
+	})
+	t.Run("Pipelined", func(t *testing.T) {
+		r := setup(t, 0)
+		for seq := uint64(1); seq <= n; seq++ {
+			wait(t, r, seq)
+		}
+	})
+	t.Run("OutOfOrder", func(t *testing.T) {
+		r := setup(t, 0)
+		rng := rand.New(rand.NewPCG(1, 2))
+		for range 300 {
+			wait(t, r, 1+rng.Uint64N(n))
+		}
+	})
+	t.Run("NeverWritten", func(t *testing.T) {
+		// Waiting for a result that never comes, behind thousands that do.
+		r := setup(t, 7)
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		defer cancel()
+		if _, err := r.Wait(ctx, 7); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Wait(7) = %v, want the context's deadline", err)
+		}
+		if got := len(r.found); got > max {
+			t.Fatalf("%d results kept, want at most %d", got, max)
+		}
+		wait(t, r, 8)
+		wait(t, r, n)
+		wait(t, r, 6)
 	})
 }
