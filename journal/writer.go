@@ -208,9 +208,9 @@ func (w *Writer) LastSeq() uint64 {
 
 // Append assigns the next seq to in (unless in.Seq is set, which must then be
 // greater than the last), writes it as one line with a single write(2) and
-// fsyncs it. A seq never wraps: once a record has the largest seq
-// (2^64-1), Append returns ErrSeqExhausted. When Append returns nil the record is durable, and it returns the
-// record as written.
+// fsyncs it. When Append returns nil the record is durable, and it returns
+// the record as written. A seq never wraps: once a record has the largest
+// seq (2^64-1), Append returns ErrSeqExhausted.
 //
 // A failed write or fsync leaves the Writer closed: the kernel may have
 // dropped the data, so the state of the tail is unknown until Open repairs it.
