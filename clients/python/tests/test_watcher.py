@@ -32,9 +32,12 @@ def test_api(state_dir: Path, watcher: Watcher) -> None:
         assert r["status"] == "conflict" and "error" in r
         r = agent.submit("tasks.json", patch=[{"op": "nope", "path": "/x"}])
         assert r["status"] == "rejected"
-        # A retried id is answered with the first result.
-        r = agent.submit("tasks.json", merge={"y": 1}, id="create")
+        # A retried id is answered with the first result; an id reused for
+        # another intent is rejected.
+        r = agent.submit("tasks.json", patch=[{"op": "add", "path": "", "value": {"tasks": {}}}], if_version=0, id="create")
         assert r["retry"] is True and r["version"] == 1
+        r = agent.submit("tasks.json", merge={"y": 1}, id="create")
+        assert r["status"] == "rejected" and "for a different intent" in r["error"]
 
         r = agent.update("tasks.json", lambda data, version: [{"op": "replace", "path": "/tasks/t1/status", "value": "done"}])
         assert r is not None and r["status"] == "applied" and agent.last_attempts == 1
@@ -52,6 +55,12 @@ def test_api(state_dir: Path, watcher: Watcher) -> None:
         assert re_.value.result["status"] == "rejected"
         with pytest.raises(ValueError):
             agent.update("tasks.json", lambda d, v: {"a": 1}, skip_if_version=True)
+        with pytest.raises(ValueError):  # a test of another path does not guard a replace
+            agent.update(
+                "tasks.json",
+                lambda d, v: [{"op": "test", "path": "/tasks", "value": {}}, {"op": "replace", "path": "/phase", "value": "x"}],
+                skip_if_version=True,
+            )
         r = agent.update(
             "tasks.json",
             lambda d, v: [{"op": "test", "path": "/phase", "value": "review"}, {"op": "replace", "path": "/phase", "value": "done"}],

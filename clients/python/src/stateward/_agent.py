@@ -161,9 +161,9 @@ class Agent:
         the intent, and Timeout when timeout seconds (the bound on the whole
         update, None for none) pass; a Timeout's seq, if set, is an intent
         the watcher will still decide. With skip_if_version, only patches
-        that cannot lose an update are allowed (test, replace and inc
-        operations, a test guarding any replace) and go without
-        if_version."""
+        that cannot lose an update are allowed (test and inc operations,
+        and replace, remove, move and copy each after a test of its path
+        or of a path above it) and go without if_version."""
         check_doc_name(file)
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ValueError(f"stateward: max_attempts must be an integer >= 1, got {max_attempts!r}")
@@ -227,21 +227,26 @@ class Agent:
 
 def _check_safe(kw: dict[str, Any]) -> None:
     """Raise ValueError unless the change cannot lose an update without
-    if_version: a patch of test, replace and inc operations only, in which
-    any replace is guarded by at least one test."""
+    if_version (as journal.Updater's SkipIfVersion): a patch of test and inc
+    operations, and replace, remove, move and copy each after a test of its
+    path (the target, for move and copy) or of a path above it."""
     if "merge" in kw:
         raise ValueError("stateward: patch is not safe without if_version: a merge patch overwrites what it names")
-    tests = replaces = 0
+    tested: list[str] = []
     for i, op in enumerate(kw["patch"]):
         name = op.get("op") if isinstance(op, dict) else None
+        path = op.get("path") if isinstance(op, dict) else None
         if name == "test":
-            tests += 1
-        elif name == "replace":
-            replaces += 1
+            tested.append(path if isinstance(path, str) else "\0")
+        elif name in ("replace", "remove", "move", "copy"):
+            if not isinstance(path, str) or not any(t == path or t == "" or path.startswith(t + "/") for t in tested):
+                what = "target" if name in ("move", "copy") else "path"
+                raise ValueError(
+                    f"stateward: patch is not safe without if_version: op {i} ({name} {path}) overwrites blindly: "
+                    f"a test of its {what} {path!r}, or of a path above it, must come before it"
+                )
         elif name != "inc":
             raise ValueError(
                 f"stateward: patch is not safe without if_version: op {i} is {name!r}: "
-                "only test, replace and inc may go without if_version"
+                "only test, inc, and replace, remove, move and copy after a test of their path may go without if_version"
             )
-    if replaces and not tests:
-        raise ValueError("stateward: patch is not safe without if_version: a replace without a test overwrites blindly")
