@@ -275,22 +275,23 @@ func TestCapError(t *testing.T) {
 func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
 
 // TestMachine_WindowMemory feeds the worst case to the retry window (the
-// longest id and a capped error text on every result, each from a line
-// near the longest allowed) and measures the heap it holds per result
+// longest id and a capped error text on every result, each from a 16 KiB
+// line) and measures the heap it holds per result
 // against the bound docs/security.md states.
 func TestMachine_WindowMemory(t *testing.T) {
 	const retain, perResult = 2000, 1536 // docs/security.md
 	m := newMachine(retain)
 	id := strings.Repeat("i", journal.MaxIDLen)
 	pad := strings.Repeat("p", 16<<10) // a line pinned by the window would show
+	// Every intent is rejected with an error longer than the cap: its
+	// document is unusable for a long reason.
+	m.doc("f.json").broken = strings.Repeat("b", 4<<10)
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	for seq := 1; seq <= 2*retain; seq++ {
-		// A path that does not exist, quoted in the error, and a different
-		// id each time (ids are kept in the index too).
-		uid := fmt.Sprintf("%08d", seq) + id[8:]
-		line := fmt.Sprintf(`{"seq":%d,"file":"f.json","id":%q,"patch":[{"op":"remove","path":"/%s"}]}`, seq, uid, pad)
+		uid := fmt.Sprintf("%08d", seq) + id[8:] // ids are kept in the index too
+		line := fmt.Sprintf(`{"seq":%d,"file":"f.json","id":%q,"patch":[{"op":"add","path":"/%s","value":1}]}`, seq, uid, pad)
 		m.decide("a", 1, 0, []byte(line), nil)
 	}
 	runtime.GC()
