@@ -10,12 +10,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/stateward/stateward/cmd/stateward/earlysig"
 )
 
 // Exit codes (README.md, docs/operations.md).
@@ -29,10 +29,30 @@ const (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	m := &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
-	os.Exit(m.Run(ctx, os.Args[1:]))
+	ctx, stop := signalContext(os.Args[1:])
+	m := &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Hangup: earlysig.Hangup}
+	code := m.Run(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// signalContext returns a context that is cancelled by SIGTERM or SIGINT,
+// including one that came before main ran: package earlysig has caught
+// them since the process started. Only watch reloads on SIGHUP: for the
+// other commands (args) SIGHUP gets its default action back.
+func signalContext(args []string) (context.Context, context.CancelFunc) {
+	if len(args) == 0 || args[0] != "watch" {
+		earlysig.ReleaseHangup()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-earlysig.Terminate:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // Main is the program with its environment injected, so that tests run it
@@ -41,6 +61,10 @@ type Main struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
+
+	// Hangup, if set, delivers the SIGHUPs that make watch reload; by
+	// default watch asks for them itself (signal.Notify) when it starts.
+	Hangup <-chan os.Signal
 
 	// Self, if set, returns a command that runs this program with args
 	// (demo starts its watcher and agents with it); by default it is the

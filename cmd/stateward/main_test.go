@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stateward/stateward/cmd/stateward/earlysig"
 	"github.com/stateward/stateward/journal"
 )
 
@@ -24,8 +24,8 @@ const childEnv = "STATEWARD_TEST_MAIN"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-		prog := &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Self: selfCommand}
+		ctx, stop := signalContext(os.Args[1:])
+		prog := &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Self: selfCommand, Hangup: earlysig.Hangup}
 		code := prog.Run(ctx, os.Args[1:])
 		stop()
 		os.Exit(code)

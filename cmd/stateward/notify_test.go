@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -665,5 +666,73 @@ func TestNotify_LogsUnderJournald(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSignal_TermWhileStarting sends SIGTERM to watchers that have only
+// just started, at staggered moments from the runtime being up (from then
+// on package earlysig holds SIGTERM) through recovery: each must stop with
+// exit 0 or, when the signal came before the Go runtime had started, die
+// by it; none may exit otherwise. And SIGHUP, which only watch takes over,
+// still ends another command.
+func TestSignal_TermWhileStarting(t *testing.T) {
+	clean, early := 0, 0
+	for i := range 8 {
+		dir := t.TempDir()
+		cmd := selfCmd(t, "watch", "--dir", dir)
+		log := newLogBuffer("stateward: recovering")
+		cmd.Stdout, cmd.Stderr = log, log
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 1 {
+			select { // at the start of recovery
+			case <-log.ready:
+			case <-time.After(testTimeout):
+				t.Fatalf("child %d never started recovery:\n%s", i, log)
+			}
+		}
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		ee, _ := errors.AsType[*exec.ExitError](err)
+		switch {
+		case err == nil:
+			clean++
+		case ee != nil && ee.ProcessState.Sys().(syscall.WaitStatus).Signal() == syscall.SIGTERM && i%2 == 0:
+			early++ // before the runtime ran any of our code
+		default:
+			t.Fatalf("child %d: %v after SIGTERM while starting, want exit 0\nlog:\n%s", i, err, log)
+		}
+	}
+	t.Logf("%d clean exits, %d killed before the runtime was up", clean, early)
+	if clean < 4 {
+		t.Fatalf("only %d clean exits, want at least the 4 signalled during recovery", clean)
+	}
+
+	cmd := selfCmd(t, "submit", "--wait", "--timeout", "1m", "--dir", t.TempDir(), "--agent", "a", "--file", "d.json", "--merge", `{"k":1}`)
+	log := newLogBuffer("")
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(testTimeout)
+	for {
+		err := cmd.Process.Signal(syscall.SIGHUP)
+		if err != nil {
+			break // gone
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("submit --wait survives SIGHUP")
+		}
+		if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid)); strings.Contains(string(st), ") Z ") {
+			break
+		}
+		runtime.Gosched()
+	}
+	err := cmd.Wait()
+	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGHUP {
+		t.Fatalf("submit --wait after SIGHUP: %v, want killed by SIGHUP\n%s", err, log)
 	}
 }

@@ -119,6 +119,16 @@ func (m *Main) point(name string) {
 }
 
 func (m *Main) watch(ctx context.Context, args []string) int {
+	// SIGHUP's default action ends the process: take it over before
+	// anything else (package earlysig has held it since the process
+	// started). One that comes during recovery waits for the loop.
+	hup := m.Hangup
+	if hup == nil {
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, syscall.SIGHUP)
+		defer signal.Stop(c)
+		hup = c
+	}
 	fs := m.flagSet("watch", "watch --dir DIR [--log-level LEVEL] [--log-level-file FILE] [--log-format text|json] [--http ADDR [--http-allow-remote]]")
 	dir := fs.String("dir", "", "state directory (or STATEWARD_DIR)")
 	level := fs.String("log-level", "", "trace, debug, info, warn or error (or STATEWARD_LOG_LEVEL; default info)")
@@ -184,12 +194,6 @@ func (m *Main) watch(ctx context.Context, args []string) int {
 		return m.usageErr("watch", "%v", err)
 	}
 	n := &notifier{logger: logger}
-
-	// SIGHUP's default action ends the process: take it over before
-	// anything else. One that comes during recovery waits for the loop.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 
 	obs, stopHTTP, err := startHTTP(*httpAddr, *httpRemote, d, logger.Named("http"))
 	if err != nil {
