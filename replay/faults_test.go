@@ -2,9 +2,12 @@ package replay
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -148,4 +151,89 @@ func TestApplier_NoSpace(t *testing.T) {
 			mustVerify(t, dir)
 		})
 	}
+}
+
+// TestApplier_ManyAgentsOneBatch commits one batch of 5,000 agents: the
+// input segments are fsynced by a bounded pool of goroutines (each holds an
+// OS thread while it waits on fsync), never one per segment. (500 agents
+// with -short.)
+func TestApplier_ManyAgentsOneBatch(t *testing.T) {
+	agents := 5000
+	if testing.Short() {
+		agents = 500
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "c.json"), []byte(`{"n":0}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := range agents {
+		appendRaw(t, dir, fmt.Sprintf("a%04d", i), incLines(1, 1))
+	}
+	a := NewApplier(dir, nil)
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu     sync.Mutex
+		most   int
+		synced int
+	)
+	base := runtime.NumGoroutine()
+	a.root, a.fs = root, syncSpyFS{rootFS{root}, func(name string) {
+		if strings.HasPrefix(name, "journal/") {
+			mu.Lock()
+			synced++
+			most = max(most, runtime.NumGoroutine()-base)
+			mu.Unlock()
+		}
+	}}
+	if err := a.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	n, err := a.Step(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != agents || synced != agents {
+		t.Fatalf("one Step took %d lines and synced %d segments, want %d and %d", n, synced, agents, agents)
+	}
+	if most > maxParallel+8 {
+		t.Fatalf("%d goroutines beside the test's while fsyncing the inputs, want at most %d", most, maxParallel+8)
+	}
+	t.Logf("at most %d goroutines beside the test's", most)
+	if got := readJSON(t, dir, "c.json").(map[string]any)["n"]; got != float64(agents) {
+		t.Fatalf("n = %v, want %d", got, agents)
+	}
+}
+
+// syncSpyFS is an fsys that calls onSync instead of each file fsync, and
+// skips folder fsyncs.
+type syncSpyFS struct {
+	rootFS
+	onSync func(name string)
+}
+
+func (s syncSpyFS) SyncDir(string) error { return nil }
+
+func (s syncSpyFS) OpenFile(name string, flag int, perm os.FileMode) (fileHandle, error) {
+	f, err := s.rootFS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return syncSpyFile{f, name, s.onSync}, nil
+}
+
+type syncSpyFile struct {
+	fileHandle
+	name   string
+	onSync func(name string)
+}
+
+// Sync calls onSync, and does not fsync: thousands of fsyncs would make
+// the test slow, and it measures the goroutines, not the disk.
+func (f syncSpyFile) Sync() error {
+	f.onSync(f.name)
+	return nil
 }

@@ -217,9 +217,14 @@ func createFresh(fs fsys, name string, perm os.FileMode) (fileHandle, error) {
 	return f, err
 }
 
-// parallel runs fns concurrently and returns their errors joined. A panic
-// in one (a crash test's simulated crash) is raised again in the caller
-// once all have returned.
+// maxParallel bounds the goroutines of parallel: each blocks an OS thread
+// in its fsync, and a batch may touch thousands of journal segments, while
+// Go allows 10,000 threads in all.
+const maxParallel = 32
+
+// parallel runs fns concurrently, at most maxParallel at a time, and
+// returns their errors joined. A panic in one (a crash test's simulated
+// crash) is raised again in the caller once all have returned.
 func parallel(fns ...func() error) error {
 	if len(fns) == 1 {
 		return fns[0]()
@@ -228,23 +233,34 @@ func parallel(fns ...func() error) error {
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		panicked any
+		next     int // index of the next fn to run; guarded by mu
 	)
 	errs := make([]error, len(fns))
-	for i, fn := range fns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() {
-				if r := recover(); r != nil {
-					mu.Lock()
-					if panicked == nil {
-						panicked = r
-					}
-					mu.Unlock()
+	run := func(i int) {
+		defer func() {
+			if r := recover(); r != nil {
+				mu.Lock()
+				if panicked == nil {
+					panicked = r
 				}
-			}()
-			errs[i] = fn()
+				mu.Unlock()
+			}
 		}()
+		errs[i] = fns[i]()
+	}
+	for range min(len(fns), maxParallel) {
+		wg.Go(func() {
+			for {
+				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				if i >= len(fns) {
+					return
+				}
+				run(i)
+			}
+		})
 	}
 	wg.Wait()
 	if panicked != nil {
