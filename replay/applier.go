@@ -73,9 +73,10 @@ var (
 	// error that leaves the state on disk unknown: the process must stop,
 	// and recovery takes over when it restarts (docs/guarantees.md, Durability recipe).
 	ErrFailed = errors.New("replay: stopped after a failed commit")
-	// ErrNoSpace is returned by Step when a write failed for lack of space
-	// (ENOSPC, EDQUOT). Nothing that depended on it was acknowledged; the
-	// next Step recovers from disk and tries again from scratch.
+	// ErrNoSpace is returned by Open and Step when a write failed for lack
+	// of space (ENOSPC, EDQUOT). Nothing that depended on it was
+	// acknowledged; the next call (Open again after Open, Step after Step)
+	// recovers from disk and tries again from scratch.
 	ErrNoSpace = errors.New("replay: no space left; nothing acknowledged, will retry")
 )
 
@@ -125,6 +126,7 @@ type Applier struct {
 	stale       bool              // a write failed for lack of space: recover before the next batch
 	written     int64             // bytes the last batch wrote, for Metrics
 	logSync     time.Duration     // the last commit record's fsync, for Metrics
+	verErr      string            // last failure to write the versions file, "" once written
 
 	// hook is called at each named point of the commit path; crash tests
 	// stop the process there.
@@ -168,6 +170,10 @@ func (a *Applier) point(name string) {
 // log, finishes the batch a crash interrupted (documents and results), and
 // rebuilds the in-memory state. Afterwards the documents on disk agree with
 // the commit log and Step may run.
+//
+// An error wrapping ErrNoSpace leaves the Applier holding the lock: call
+// Open again once there may be space (or Close). Any other error releases
+// everything.
 func (a *Applier) Open() error {
 	switch {
 	case a.MaxLine < 2, a.MaxBatch < 1, a.MaxAgentBatch < 1, a.MaxBatchBytes < 1, a.RetainResults < 1, a.ResultSegmentSize < 1, a.MaxDocSize < 1, a.MaxDepth < 1,
@@ -175,6 +181,19 @@ func (a *Applier) Open() error {
 		return fmt.Errorf("replay: limits must be positive (max line %d, batch %d, agent batch %d, batch bytes %d, retain %d, result segment %d, doc size %d)",
 			a.MaxLine, a.MaxBatch, a.MaxAgentBatch, a.MaxBatchBytes, a.RetainResults, a.ResultSegmentSize, a.MaxDocSize)
 	}
+	if a.failed != nil {
+		return a.failed
+	}
+	err := a.open()
+	if err != nil && !errors.Is(err, ErrNoSpace) {
+		a.Close()
+	}
+	return err
+}
+
+// open is Open less the cleanup after a fatal error. Every error of
+// recovery goes through fail, which tells lack of space from the rest.
+func (a *Applier) open() error {
 	if a.fs == nil {
 		root, err := os.OpenRoot(a.dir)
 		if err != nil {
@@ -182,23 +201,34 @@ func (a *Applier) Open() error {
 		}
 		a.root, a.fs = root, rootFS{root}
 	}
-	if err := a.mkdir(privateDir); err != nil {
-		return err
-	}
-	lk, err := TryLock(a.dir)
-	if err != nil {
-		return err
-	}
-	a.lock = lk
-	for _, rel := range []string{"journal", "results"} {
-		if err := a.mkdir(rel); err != nil {
-			a.Close()
+	if a.lock == nil {
+		if err := a.mkdir(privateDir); err != nil {
+			return a.fail(err)
+		}
+		lk, err := TryLock(a.dir)
+		if err != nil {
 			return err
 		}
+		a.lock = lk
 	}
+	for _, rel := range []string{"journal", "results"} {
+		if err := a.mkdir(rel); err != nil {
+			return a.fail(err)
+		}
+	}
+	return a.recoverAgain()
+}
+
+// recoverAgain runs recovery, from scratch, classifying its errors; the
+// Applier stays stale until it succeeds.
+func (a *Applier) recoverAgain() error {
+	a.closeFiles()
 	if err := a.recover(); err != nil {
-		a.Close()
-		return err
+		return a.fail(err)
+	}
+	if a.stale {
+		a.logger.Info("space available again; recovered from the last commit and going on", "commit", a.m.commit)
+		a.stale = false
 	}
 	return nil
 }
@@ -315,17 +345,24 @@ func (a *Applier) mkdir(rel string) error {
 	return nil
 }
 
-// fail classifies an error of the commit path. A write that failed for lack
-// of space leaves the Applier stale: the next Step recovers from disk and
-// tries again. Anything else (a failed fsync above all) is fatal.
+// fail classifies an error of the commit path, of recovery or of a
+// checkpoint: every error of theirs goes through it. A write that failed
+// for lack of space leaves the Applier stale: the next Step (or Open)
+// recovers from disk and tries again; it is logged once per episode, when
+// the Applier turns stale. Anything else (a failed fsync above all) is
+// fatal.
 func (a *Applier) fail(err error) error {
 	if a.failed != nil {
 		return a.failed
 	}
+	if errors.Is(err, ErrNoSpace) {
+		a.stale = true
+		return err // classified already
+	}
 	var se *syncError
 	if !errors.As(err, &se) && (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
 		if !a.stale {
-			a.logger.Error("out of space; nothing of this batch is acknowledged; retrying from the last commit", "error", err)
+			a.logger.Error("out of space; nothing of this batch is acknowledged; retrying from the last commit until there is space", "error", err)
 		}
 		a.stale = true
 		return fmt.Errorf("%w: %w", ErrNoSpace, err)
@@ -355,10 +392,9 @@ func (a *Applier) Step(ctx context.Context) (int, error) {
 	start := time.Now()
 	if a.stale {
 		// Throw away what the failed batch decided in memory and start
-		// again from what is durable, exactly as after a crash.
-		a.closeFiles()
-		a.stale = false
-		if err := a.recover(); err != nil {
+		// again from what is durable, exactly as after a crash. The
+		// Applier stays stale until that succeeds.
+		if err := a.recoverAgain(); err != nil {
 			return 0, err
 		}
 	}
@@ -370,6 +406,9 @@ func (a *Applier) Step(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	if len(items) == 0 && len(m.adopted) == 0 {
+		if a.verErr != "" {
+			a.publishVersions() // advisory: logged
+		}
 		return 0, nil
 	}
 	entries := make([]entry, 0, len(items))
@@ -523,7 +562,8 @@ func (a *Applier) commit(entries []entry, moved map[string]cursor, prevSeg map[s
 			a.ids[name] = ids[name]
 		}
 	}
-	if err := a.writeVersions(); err != nil {
+	// A result appears only once versions.json shows its batch.
+	if err := a.publishVersions(); err != nil {
 		return a.fail(err)
 	}
 	a.point("after-versions")
@@ -739,8 +779,28 @@ type agentStatus struct {
 	LastError string `json:"last_error,omitempty"`
 }
 
+// publishVersions writes the versions file and returns the error of a
+// failure, which it logs once, until the file is written again. The file is
+// advisory (readers pair it with the documents through their hashes; the
+// watcher decides by its own state), so recovery and an idle Step go on
+// without it and try again at the next Step; a commit does not show its
+// results before it (commit classifies the error).
+func (a *Applier) publishVersions() error {
+	err := a.writeVersions()
+	switch {
+	case err == nil && a.verErr != "":
+		a.logger.Info("versions file written again", "commit", a.m.commit)
+		a.verErr = ""
+	case err != nil && a.verErr == "":
+		a.logger.Warn("cannot write the versions file; retrying at the next step", "error", err)
+		a.verErr = err.Error()
+	}
+	return err
+}
+
 // writeVersions replaces the versions file. It is not fsynced: recovery
-// rewrites it from the commit log.
+// rewrites it from the commit log. A temp file it could not finish is
+// removed.
 func (a *Applier) writeVersions() error {
 	v := versionsFile{
 		Versions: journal.Versions{Commit: a.m.commit, Docs: map[string]journal.DocVersion{}},
@@ -773,9 +833,11 @@ func (a *Applier) writeVersions() error {
 		err = cerr
 	}
 	if err != nil {
+		a.fs.Remove(tmp)
 		return fmt.Errorf("write versions: %w", err)
 	}
 	if err := a.fs.Rename(tmp, journal.VersionsPath); err != nil {
+		a.fs.Remove(tmp)
 		return fmt.Errorf("replace versions: %w", err)
 	}
 	return nil

@@ -172,10 +172,12 @@ func (a *Applier) checkpoint() error {
 		err = cerr
 	}
 	if err != nil {
+		a.fs.Remove(tmp) // it may hold as much space as every document
 		return fmt.Errorf("write checkpoint %s: %w", name, err)
 	}
 	a.point("after-checkpoint-write")
 	if err := a.fs.Rename(tmp, name); err != nil {
+		a.fs.Remove(tmp)
 		return fmt.Errorf("rename checkpoint %s: %w", name, err)
 	}
 	if err := syncDir(a.fs, checkpointDir); err != nil {

@@ -77,8 +77,14 @@
 //
 // A result appears only after its document is durable and versions.json
 // names its version, so an agent that reads the file after its result sees
-// its own write. Any failed write or fsync stops the Applier (ErrFailed):
-// it acknowledges nothing more, and the process must restart and recover.
+// its own write. A failed fsync, or a write that failed otherwise than for
+// lack of space, stops the Applier (ErrFailed): it acknowledges nothing
+// more, and the process must restart and recover. A write that failed for
+// lack of space (ErrNoSpace) leaves it stale: the next Step (or Open)
+// recovers from disk and tries again, until there is space. Every error of
+// the commit path, of recovery and of a checkpoint is classified by one
+// function (fail). Recovery writes versions.json as advice only: a failure
+// to write it is logged and does not fail recovery.
 //
 // # Crash windows and how recovery closes them
 //
@@ -102,7 +108,8 @@
 //	   document's name and adopted by the first Step (adoptSwaps).
 //	W4 after the renames, before the directory fsync: a power loss may undo
 //	   renames; the document is back at "prev" and W3 redoes it.
-//	W5 before or while writing versions.json: recovery rewrites it.
+//	W5 before or while writing versions.json: recovery rewrites it (or, if
+//	   it cannot, the next batch does, before its results).
 //	W6 during the results appends, or before their fsync: for every batch
 //	   after the last "synced" one, each agent's result bytes are compared
 //	   with what the record says they are; a missing or damaged tail is

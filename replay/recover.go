@@ -93,9 +93,7 @@ func (a *Applier) recover() error {
 		return err
 	}
 	a.removeTemps()
-	if err := a.writeVersions(); err != nil {
-		return err
-	}
+	a.publishVersions() // advisory: never fails recovery (logged)
 	for name := range m.agents {
 		a.compactJournal(name) // a crash may have come between a commit and its compaction
 	}
@@ -397,17 +395,22 @@ func (a *Applier) repairSpan(agent string, seg uint64, off int64, want []byte, l
 	return nil
 }
 
-// removeTemps deletes temporary files that an interrupted document write
-// left in the state directory.
+// removeTemps deletes temporary files that an interrupted write left: of
+// documents in the state directory, of checkpoints in their folder. They
+// may hold much space (a checkpoint holds every document).
 func (a *Applier) removeTemps() {
-	ents, err := a.fs.ReadDir(".")
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		if e.Type().IsRegular() && isTemp(e.Name()) {
-			if err := a.fs.Remove(e.Name()); err == nil {
-				a.logger.Debug("removed temporary file of an interrupted write", "file", e.Name())
+	for _, folder := range []string{".", checkpointDir} {
+		ents, err := a.fs.ReadDir(folder)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if !e.Type().IsRegular() || !(folder == "." && isTemp(e.Name()) || folder == checkpointDir && isTempName(e.Name())) {
+				continue
+			}
+			name := path.Join(folder, e.Name())
+			if err := a.fs.Remove(name); err == nil {
+				a.logger.Debug("removed temporary file of an interrupted write", "file", name)
 			}
 		}
 	}

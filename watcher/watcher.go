@@ -97,7 +97,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 		case errors.Is(err, replay.ErrNoSpace):
 			// Nothing was acknowledged; the next Step starts again from
 			// what is durable. Retry at a bounded pace, still beating.
-			w.logger.Warn("no space left in the state directory; retrying", "in", backoff, "error", err)
+			// The Applier logs the episode once, when it starts and when
+			// it ends; each retry only at debug level.
+			w.logger.Debug("no space left in the state directory; retrying", "in", backoff, "error", err)
 			select {
 			case <-ctx.Done():
 				return nil

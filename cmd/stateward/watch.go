@@ -217,8 +217,15 @@ func (m *Main) watch(ctx context.Context, args []string) int {
 	start := time.Now()
 	stopExtending := m.extendWhileRecovering(n, recovering, start)
 	m.point("recovery")
-	err = a.Open()
+	err = m.openWaitingForSpace(ctx, a, n, logger, recovering)
 	stopExtending()
+	if errors.Is(err, context.Canceled) {
+		// Stopped while waiting for space: nothing was started.
+		a.Close()
+		n.send("STOPPING=1", "STATUS=stopped while waiting for space")
+		logger.Info("stopped while waiting for space to recover")
+		return exitOK
+	}
 	if err != nil {
 		if errors.Is(err, replay.ErrLocked) {
 			n.send("STATUS=not started: " + statusText(err))
@@ -289,6 +296,28 @@ func (m *Main) watch(ctx context.Context, args []string) int {
 	}
 	logger.Info("stopped", "commit", a.Commit())
 	return exitOK
+}
+
+// openWaitingForSpace opens a (recovery) and, while that fails for lack of
+// space, tries again at a bounded pace (the lock stays held) until it
+// succeeds, fails otherwise, or ctx is done (then it returns ctx's error).
+// The Applier logs the episode once; systemd's status line says it waits.
+func (m *Main) openWaitingForSpace(ctx context.Context, a *replay.Applier, n *notifier, logger hclog.Logger, status string) error {
+	backoff := watcher.MinNoSpaceBackoff
+	for {
+		err := a.Open()
+		if !errors.Is(err, replay.ErrNoSpace) {
+			return err
+		}
+		n.send("STATUS=" + status + ": no space left in the state directory; waiting for space")
+		logger.Debug("no space left to recover; retrying", "in", backoff, "error", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, watcher.MaxNoSpaceBackoff)
+	}
 }
 
 // extendWhileRecovering asks systemd for more start-up time every
