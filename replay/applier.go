@@ -9,13 +9,10 @@ import (
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"syscall"
 	"time"
 
-	"github.com/gofrs/flock"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/stateward/stateward/journal"
@@ -106,7 +103,7 @@ type Applier struct {
 	// The fields below are owned by the goroutine that calls Open and Step.
 	fs       fsys
 	root     *os.Root
-	lock     *flock.Flock
+	lock     *Lock
 	m        *machine
 	batch    uint64                // last batch committed
 	synced   uint64                // last batch whose results are fsynced
@@ -231,50 +228,6 @@ func (a *Applier) recoverAgain() error {
 		a.stale = false
 	}
 	return nil
-}
-
-// TryLock takes the lock of a state directory without waiting, and writes
-// the process ID into it. If another process holds it, the error wraps
-// ErrLocked and names that process.
-//
-// Neither the private folder nor the lock file may be a symbolic link (or,
-// for the lock, anything but a regular file): the lock is never taken, read
-// or written through one (G5).
-func TryLock(dir string) (*flock.Flock, error) {
-	if fi, err := os.Lstat(filepath.Join(dir, privateDir)); err != nil {
-		return nil, fmt.Errorf("lock: %w", err)
-	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("lock: %s in %s is not a folder (%s): move it away", privateDir, dir, fi.Mode().Type())
-	}
-	p := filepath.Join(dir, lockName)
-	lk := flock.New(p, flock.SetPermissions(0o644), flock.SetFlag(os.O_CREATE|os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK))
-	ok, err := lk.TryLock()
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", p, err)
-	}
-	if !ok {
-		holder := "another process"
-		if b, err := readRegular(p); err == nil && len(bytes.TrimSpace(b)) > 0 {
-			holder = "process " + string(bytes.TrimSpace(b))
-		}
-		return nil, fmt.Errorf("%w: %s holds %s", ErrLocked, holder, p)
-	}
-	if fi, err := lk.Stat(); err != nil || !fi.Mode().IsRegular() {
-		lk.Unlock()
-		return nil, fmt.Errorf("lock %s: %w", p, errNotRegular)
-	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if err == nil {
-		_, err = f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
-		lk.Unlock()
-		return nil, fmt.Errorf("write pid to %s: %w", p, err)
-	}
-	return lk, nil
 }
 
 // Close releases the state directory. It does not commit anything: a batch
@@ -451,6 +404,13 @@ func (a *Applier) noteRejected(agent string, r journal.Result) {
 // fsync, rename; directory fsync), versions file, results.
 func (a *Applier) commit(entries []entry, moved map[string]cursor, prevSeg map[string]uint64) error {
 	m := a.m
+	// Another watcher must never run beside this one: if the state
+	// directory was moved or replaced, a new one could take its path.
+	if a.lock != nil {
+		if err := a.lock.Check(); err != nil {
+			return a.fail(err)
+		}
+	}
 	rec := &commitRecord{
 		Batch:    a.batch + 1,
 		Commit:   m.commit,

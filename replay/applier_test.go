@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -573,4 +574,108 @@ func TestVerify_FindsDifferences(t *testing.T) {
 	if !strings.Contains(strings.Join(rep.Problems, "\n"), "differs from the logged intent") {
 		t.Errorf("Verify after rewriting a journal line: %q, want it to name the line", rep.Problems)
 	}
+}
+
+// TestLock_DeletedFile deletes the pid file under a running Applier: a
+// second one still cannot take the directory (the lock is on the folder
+// itself), and the first writes its pid again at its next commit.
+func TestLock_DeletedFile(t *testing.T) {
+	dir := t.TempDir()
+	a := MustOpen(t, dir)
+	if err := os.Remove(filepath.Join(dir, lockName)); err != nil {
+		t.Fatal(err)
+	}
+	if b := NewApplier(dir, nil); !errors.Is(b.Open(), ErrLocked) {
+		b.Close()
+		t.Fatal("a second Applier opened the directory after its lock file was deleted")
+	}
+	if _, err := Verify(dir, ""); !errors.Is(err, ErrLocked) {
+		t.Fatalf("Verify beside a running Applier: %v, want ErrLocked", err)
+	}
+	appendRaw(t, dir, "a", intentLine(1, "d.json", `"merge":{"k":1}`))
+	drain(t, a)
+	b, err := os.ReadFile(filepath.Join(dir, lockName))
+	if got, want := strings.TrimSpace(string(b)), strconv.Itoa(os.Getpid()); err != nil || got != want {
+		t.Fatalf("pid file after a commit: %q, %v; want %s", got, err, want)
+	}
+}
+
+// TestLock_FolderReplaced moves the state directory away from under a
+// running Applier and puts a new one at its path: the Applier must stop
+// before its next commit (ErrLockLost), since a second watcher could now
+// take the path.
+func TestLock_FolderReplaced(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "state")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a := MustOpen(t, dir)
+	if err := os.Rename(dir, dir+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	appendRaw(t, dir+".old", "a", intentLine(1, "d.json", `"merge":{"k":1}`))
+	_, err := a.Step(t.Context())
+	if !errors.Is(err, ErrLockLost) || !errors.Is(err, ErrFailed) {
+		t.Fatalf("Step after the folder was replaced: %v, want ErrFailed wrapping ErrLockLost", err)
+	}
+	if res, _ := os.ReadDir(filepath.Join(dir+".old", "results")); len(res) != 0 {
+		t.Fatalf("results written after the lock was lost: %v", res)
+	}
+	b := MustOpen(t, dir) // the folder now at the path is free
+	b.Close()
+}
+
+// TestStatus_NeverLocks checks that ReadStatus tells a running watcher
+// from a stopped one without taking the lock (so it never makes a watcher
+// that starts at that moment fail) nor writing the pid file.
+func TestStatus_NeverLocks(t *testing.T) {
+	dir := t.TempDir()
+	a := MustOpen(t, dir)
+	st, err := ReadStatus(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("running (pid %d)", os.Getpid()); st.Watcher != want {
+		t.Fatalf("watcher %q, want %q", st.Watcher, want)
+	}
+	a.Close()
+	pidFile := filepath.Join(dir, lockName)
+	if err := os.WriteFile(pidFile, []byte("4242\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = ReadStatus(dir); err != nil || st.Watcher != "stopped" {
+		t.Fatalf("watcher %q, %v; want stopped", st.Watcher, err)
+	}
+	if b, _ := os.ReadFile(pidFile); string(b) != "4242\n" {
+		t.Fatalf("status rewrote the pid file: %q", b)
+	}
+	// While ReadStatus runs over and over, a watcher must open every time.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				ReadStatus(dir)
+			}
+		}
+	}()
+	for range 200 {
+		lk, err := TryLock(dir)
+		if err != nil {
+			close(stop)
+			<-done
+			t.Fatalf("TryLock while status runs: %v", err)
+		}
+		lk.Unlock()
+	}
+	close(stop)
+	<-done
 }

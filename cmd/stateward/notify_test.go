@@ -736,3 +736,54 @@ func TestSignal_TermWhileStarting(t *testing.T) {
 		t.Fatalf("submit --wait after SIGHUP: %v, want killed by SIGHUP\n%s", err, log)
 	}
 }
+
+// TestWatch_DeletedLockFile runs the sequence of issue 21.1: start a
+// watcher, delete DIR/.stateward/lock, start a second watcher on the same
+// DIR. The second must exit 1 naming the first; every intent is applied
+// once, the first watcher's pid is back in the lock file, and the
+// directory verifies.
+func TestWatch_DeletedLockFile(t *testing.T) {
+	dir := t.TempDir()
+	first := startWatcher(t, dir)
+	if err := os.Remove(filepath.Join(dir, ".stateward", "lock")); err != nil {
+		t.Fatal(err)
+	}
+	second := selfCmd(t, "watch", "--dir", dir)
+	log := newLogBuffer("")
+	second.Stdout, second.Stderr = log, log
+	if err := second.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- second.Wait() }()
+	for seq := 1; seq <= 5; seq++ {
+		mustRun(t, exitOK, "", "submit", "--wait", "--dir", dir, "--agent", "a", "--file", "d.json", "--merge", fmt.Sprintf(`{"k%d":%d}`, seq, seq))
+	}
+	select {
+	case err := <-exited:
+		ee, ok := errors.AsType[*exec.ExitError](err)
+		if !ok || ee.ExitCode() != exitError || !strings.Contains(log.String(), "locked") || !strings.Contains(log.String(), strconv.Itoa(first.Pid())) {
+			t.Fatalf("second watcher: %v, want exit 1 saying the directory is locked by %d\nlog:\n%s", err, first.Pid(), log)
+		}
+	case <-time.After(testTimeout):
+		second.Process.Kill()
+		t.Fatalf("a second watcher runs beside the first\nlog:\n%s", log)
+	}
+	originals := map[uint64]int{}
+	for _, r := range readResults(t, dir, "a") {
+		if !r.Retry {
+			originals[r.Seq]++
+		}
+	}
+	for seq := uint64(1); seq <= 5; seq++ {
+		if originals[seq] != 1 {
+			t.Errorf("seq %d: %d original results, want 1", seq, originals[seq])
+		}
+	}
+	r := mustRun(t, exitOK, "", "status", "--dir", dir)
+	if want := fmt.Sprintf("running (pid %d)", first.Pid()); !strings.Contains(r.stdout, want) {
+		t.Errorf("status:\n%s\nwant %q", r.stdout, want)
+	}
+	first.stop(t)
+	mustRun(t, exitOK, "", "replay", "--verify", "--dir", dir)
+}
