@@ -679,3 +679,81 @@ func TestStatus_NeverLocks(t *testing.T) {
 	close(stop)
 	<-done
 }
+
+// TestVerify_OutRefused checks the --out folder: it must be new or empty,
+// outside the state directory, and not a link; a refusal wraps ErrBadOut
+// and writes nothing anywhere. A file planted in the folder between the
+// check and the write is never written through.
+func TestVerify_OutRefused(t *testing.T) {
+	dir := t.TempDir()
+	appendRaw(t, dir, "a", intentLine(1, "d.json", `"merge":{"a":1}`))
+	a := MustOpen(t, dir)
+	drain(t, a)
+	a.Close()
+	live, _ := os.ReadFile(filepath.Join(dir, "d.json"))
+	elsewhere := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(elsewhere, []byte("precious"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	withLink := t.TempDir()
+	mustSymlink(t, elsewhere, filepath.Join(withLink, "d.json"))
+	nonEmpty := t.TempDir()
+	if err := os.WriteFile(filepath.Join(nonEmpty, "x"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	linkToEmpty := filepath.Join(t.TempDir(), "link")
+	mustSymlink(t, t.TempDir(), linkToEmpty)
+	linkToDir := filepath.Join(t.TempDir(), "link")
+	mustSymlink(t, dir, linkToDir)
+	for _, tc := range []struct{ name, out, why string }{
+		{"StateDir", dir, "state directory"},
+		{"StateDirDotted", dir + "/.", "state directory"},
+		{"NewUnderStateDir", filepath.Join(dir, "sub", "out"), "state directory"},
+		{"PrivateFolder", filepath.Join(dir, privateDir), "state directory"},
+		{"LinkToStateDir", linkToDir, "symbolic link"},
+		{"NewUnderLinkToStateDir", filepath.Join(linkToDir, "new"), "state directory"},
+		{"HoldsLink", withLink, "not empty"},
+		{"NotEmpty", nonEmpty, "not empty"},
+		{"LinkToEmpty", linkToEmpty, "symbolic link"},
+		{"File", elsewhere, "not a folder"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Verify(dir, tc.out)
+			if !errors.Is(err, ErrBadOut) || !strings.Contains(err.Error(), tc.why) {
+				t.Fatalf("Verify --out %s: %v, want ErrBadOut saying %q", tc.out, err, tc.why)
+			}
+		})
+	}
+	if b, _ := os.ReadFile(elsewhere); string(b) != "precious" {
+		t.Errorf("the file outside was overwritten: %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "d.json")); !bytes.Equal(b, live) {
+		t.Errorf("the live document changed: %q", b)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "sub")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a folder was created in the state directory: %v", err)
+	}
+	for _, out := range []string{t.TempDir(), filepath.Join(t.TempDir(), "new", "deeper")} {
+		if _, err := Verify(dir, out); err != nil {
+			t.Fatalf("Verify --out %s (new or empty): %v", out, err)
+		}
+		if b, err := os.ReadFile(filepath.Join(out, "d.json")); err != nil || !bytes.Equal(b, live) {
+			t.Fatalf("rebuilt d.json = %q, %v; want %q", b, err, live)
+		}
+	}
+	// A link planted after the check: created exclusively, never followed.
+	root, err := os.OpenRoot(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	if err := os.Symlink(elsewhere, filepath.Join(root.Name(), "d.json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeOut(root, "d.json", []byte("{}")); err == nil {
+		t.Fatal("writeOut wrote over a planted link")
+	}
+	if b, _ := os.ReadFile(elsewhere); string(b) != "precious" {
+		t.Errorf("the file outside was overwritten through a planted link: %q", b)
+	}
+}

@@ -10,9 +10,16 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
+	"syscall"
 
 	"github.com/stateward/stateward/journal"
 )
+
+// ErrBadOut is returned by Verify when the folder to write the rebuilt
+// documents to is refused: it must be new or empty, not a symbolic link,
+// and outside the state directory.
+var ErrBadOut = errors.New("replay: refused --out folder")
 
 // VerifyReport is what Verify found.
 type VerifyReport struct {
@@ -29,13 +36,25 @@ type VerifyReport struct {
 // result, each logged intent with the journal line it came from (while that
 // segment exists), each batch's documents with the logged hashes, and the
 // final documents with the files on disk, byte for byte. If out is not
-// empty, the rebuilt documents are written there.
+// empty, the rebuilt documents are written there: out must be a new or
+// empty folder outside dir (else the error wraps ErrBadOut, and nothing is
+// written); every file is created exclusively through an os.Root on it,
+// following no symbolic link.
 //
 // It takes the directory's lock for its duration, so it fails with an error
 // wrapping ErrLocked while a watcher runs.
 func Verify(dir, out string) (*VerifyReport, error) {
 	if fi, err := os.Stat(filepath.Join(dir, privateDir)); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("%s has no %s folder: no watcher has ever run on it, so there is nothing to replay", dir, privateDir)
+	}
+	var outRoot *os.Root
+	if out != "" {
+		r, err := openOut(dir, out)
+		if err != nil {
+			return nil, err
+		}
+		defer r.Close()
+		outRoot = r
 	}
 	lk, err := TryLock(dir)
 	if err != nil {
@@ -157,11 +176,8 @@ func Verify(dir, out string) (*VerifyReport, error) {
 		case exists && !bytes.Equal(disk, d.data):
 			problem("%s: differs from the replayed version %d (disk sha256 %.12s, replay %.12s); if the watcher crashed, start it once to recover", name, d.version, journal.Hash(disk), journal.Hash(d.data))
 		}
-		if out != "" && d.doc.Exists() && d.broken == "" {
-			if err := os.MkdirAll(out, 0o755); err != nil {
-				return rep, fmt.Errorf("create %s: %w", out, err)
-			}
-			if err := os.WriteFile(filepath.Join(out, name), d.data, 0o644); err != nil {
+		if outRoot != nil && d.doc.Exists() && d.broken == "" {
+			if err := writeOut(outRoot, name, d.data); err != nil {
 				return rep, fmt.Errorf("write %s: %w", filepath.Join(out, name), err)
 			}
 		}
@@ -215,4 +231,106 @@ func (j *journalLines) close() {
 		j.f.Close()
 	}
 	j.name, j.f = "", nil
+}
+
+// openOut checks the --out folder and opens it as an os.Root, creating it
+// (and its missing parents) if it does not exist. It must not be a
+// symbolic link, must be empty, and must be neither dir nor under it (nor
+// dir under it): writing there would replace live documents behind the
+// watcher's back.
+func openOut(dir, out string) (*os.Root, error) {
+	refuse := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s", ErrBadOut, out, fmt.Sprintf(format, args...))
+	}
+	realDir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	if realDir, err = filepath.Abs(realDir); err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(out)
+	if err != nil {
+		return nil, refuse("%v", err)
+	}
+	// Resolve the deepest part of the path that exists; the rest will be
+	// created as plain folders.
+	existing, rest := abs, ""
+	for {
+		if _, err := os.Lstat(existing); err == nil {
+			break
+		}
+		parent := filepath.Dir(existing)
+		if parent == existing {
+			break
+		}
+		rest = filepath.Join(filepath.Base(existing), rest)
+		existing = parent
+	}
+	if rest == "" {
+		fi, err := os.Lstat(abs)
+		switch {
+		case err != nil:
+			return nil, refuse("%v", err)
+		case fi.Mode()&os.ModeSymlink != 0:
+			return nil, refuse("it is a symbolic link; give a new or empty folder")
+		case !fi.IsDir():
+			return nil, refuse("it is not a folder; give a new or empty folder")
+		}
+	}
+	real, err := filepath.EvalSymlinks(existing)
+	if err != nil {
+		return nil, refuse("%v", err)
+	}
+	real = filepath.Join(real, rest)
+	if within(real, realDir) || within(realDir, real) {
+		return nil, refuse("it is the state directory %s, inside it or around it; give a new or empty folder outside it", dir)
+	}
+	if rest != "" {
+		if err := os.MkdirAll(abs, 0o755); err != nil {
+			return nil, refuse("%v", err)
+		}
+	}
+	root, err := os.OpenRoot(abs)
+	if err != nil {
+		return nil, refuse("%v", err)
+	}
+	f, err := root.OpenFile(".", os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err == nil {
+		var names []string
+		names, err = f.Readdirnames(1)
+		f.Close()
+		if len(names) > 0 {
+			root.Close()
+			return nil, refuse("it is not empty (it holds %s); give a new or empty folder", names[0])
+		}
+		if errors.Is(err, io.EOF) {
+			err = nil
+		}
+	}
+	if err != nil {
+		root.Close()
+		return nil, refuse("%v", err)
+	}
+	return root, nil
+}
+
+// within reports whether path p is base or lies under it.
+func within(p, base string) bool {
+	rel, err := filepath.Rel(base, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+// writeOut creates name in root exclusively, never through a symbolic
+// link, and writes data to it.
+func writeOut(root *os.Root, name string, data []byte) error {
+	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -911,3 +911,35 @@ func TestDemoAgent(t *testing.T) {
 		}
 	})
 }
+
+// TestReplay_OutRefused checks that replay --out refuses, with exit 2 and
+// the reason, the state directory itself, a folder under it, a folder that
+// is not empty and a symbolic link.
+func TestReplay_OutRefused(t *testing.T) {
+	dir := t.TempDir()
+	a := replay.NewApplier(dir, nil)
+	if err := a.Open(); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	full := t.TempDir()
+	if err := os.WriteFile(filepath.Join(full, "d.json"), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "out")
+	if err := os.Symlink(t.TempDir(), link); err != nil {
+		t.Fatal(err)
+	}
+	for out, why := range map[string]string{
+		dir:                               "state directory",
+		filepath.Join(dir, ".stateward"):  "state directory",
+		filepath.Join(dir, "new", "here"): "state directory",
+		full:                              "not empty",
+		link:                              "symbolic link",
+	} {
+		r := runMain(t, "", "replay", "--dir", dir, "--out", out)
+		if r.code != exitUsage || !strings.Contains(r.stderr, why) {
+			t.Errorf("replay --out %s: exit %d, stderr %q; want %d saying %q", out, r.code, r.stderr, exitUsage, why)
+		}
+	}
+}

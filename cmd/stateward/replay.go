@@ -12,7 +12,7 @@ func (m *Main) replay(ctx context.Context, args []string) int {
 	fs := m.flagSet("replay", "replay --dir DIR (--verify | --out DIR2)")
 	dir := fs.String("dir", "", "state directory (or STATEWARD_DIR); its watcher must be stopped")
 	verify := fs.Bool("verify", false, "rebuild every document and compare it with the one on disk")
-	out := fs.String("out", "", "rebuild every document into this directory")
+	out := fs.String("out", "", "rebuild every document into this directory: a new or empty folder outside DIR")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return usageExit(err)
@@ -29,6 +29,9 @@ func (m *Main) replay(ctx context.Context, args []string) int {
 	}
 	rep, err := replay.Verify(d, *out)
 	if err != nil {
+		if errors.Is(err, replay.ErrBadOut) {
+			return m.usageErr("replay", "%v", err)
+		}
 		if errors.Is(err, replay.ErrLocked) {
 			fmt.Fprintf(m.Stderr, "stateward replay: a watcher is running: %s\nStop it first (replay reads a directory nobody writes).\n", humanError(err))
 			return exitError
