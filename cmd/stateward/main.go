@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/stateward/stateward/cmd/stateward/earlysig"
+	"github.com/stateward/stateward/replay"
 )
 
 // Exit codes (README.md, docs/operations.md).
@@ -79,6 +80,9 @@ type Main struct {
 	// running asks systemd for more time.
 	hook        func(point string)
 	extendEvery time.Duration
+	// open, if set, replaces (*replay.Applier).Open in watch, so that a
+	// test can make recovery fail for lack of space.
+	open func(*replay.Applier) error
 }
 
 const usage = `stateward: many agents, one shared JSON state, no locks.

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stateward/stateward/replay"
 )
 
 // testWatchdog is the WATCHDOG_USEC the tests give the watcher: short, so
@@ -786,4 +788,57 @@ func TestWatch_DeletedLockFile(t *testing.T) {
 	}
 	first.stop(t)
 	mustRun(t, exitOK, "", "replay", "--verify", "--dir", dir)
+}
+
+// TestWatch_WaitsForSpaceAtStart makes recovery fail for lack of space:
+// the watcher must wait (status says so, no READY=1, no exit) and go on
+// once there is space; stopped while it waits, it exits 0.
+func TestWatch_WaitsForSpaceAtStart(t *testing.T) {
+	full := func(fails *atomic.Int32) func(*replay.Applier) error {
+		return func(a *replay.Applier) error {
+			if fails.Add(-1) >= 0 {
+				return fmt.Errorf("%w: %w", replay.ErrNoSpace, syscall.ENOSPC)
+			}
+			return a.Open()
+		}
+	}
+	t.Run("SpaceReturns", func(t *testing.T) {
+		dir := t.TempDir()
+		ns := listenNotify(t)
+		var fails atomic.Int32
+		fails.Store(3)
+		stop := inProcess(t, ns, &Main{open: full(&fails)}, dir)
+		_, pre := ns.untilLine(t, "READY=1")
+		waiting := 0
+		for _, msg := range pre {
+			if st, ok := lineWith(msg, "STATUS="); ok && strings.HasSuffix(st, "waiting for space") {
+				waiting++
+			}
+		}
+		if waiting != 3 {
+			t.Errorf("%d status lines say it waits for space, want 3; messages:\n%s", waiting, ns)
+		}
+		mustRun(t, exitOK, "", "submit", "--wait", "--dir", dir, "--agent", "a", "--file", "d.json", "--merge", `{"k":1}`)
+		if code := stop(); code != exitOK {
+			t.Errorf("exit %d, want 0", code)
+		}
+		mustRun(t, exitOK, "", "replay", "--verify", "--dir", dir)
+	})
+	t.Run("StoppedWhileWaiting", func(t *testing.T) {
+		dir := t.TempDir()
+		ns := listenNotify(t)
+		var fails atomic.Int32
+		fails.Store(1 << 30)
+		stop := inProcess(t, ns, &Main{open: full(&fails)}, dir)
+		ns.until(t, testTimeout, "a status line saying it waits", func(msg string) bool {
+			st, _ := lineWith(msg, "STATUS=")
+			return strings.HasSuffix(st, "waiting for space")
+		})
+		if code := stop(); code != exitOK {
+			t.Errorf("exit %d after a stop while waiting for space, want 0", code)
+		}
+		if n := count(ns.mark(t), "READY=1"); n != 0 {
+			t.Errorf("READY=1 sent %d times while waiting for space", n)
+		}
+	})
 }

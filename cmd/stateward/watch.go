@@ -303,9 +303,13 @@ func (m *Main) watch(ctx context.Context, args []string) int {
 // succeeds, fails otherwise, or ctx is done (then it returns ctx's error).
 // The Applier logs the episode once; systemd's status line says it waits.
 func (m *Main) openWaitingForSpace(ctx context.Context, a *replay.Applier, n *notifier, logger hclog.Logger, status string) error {
+	open := a.Open
+	if m.open != nil {
+		open = func() error { return m.open(a) }
+	}
 	backoff := watcher.MinNoSpaceBackoff
 	for {
-		err := a.Open()
+		err := open()
 		if !errors.Is(err, replay.ErrNoSpace) {
 			return err
 		}
