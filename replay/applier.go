@@ -200,7 +200,7 @@ func (a *Applier) open() error {
 	}
 	if a.lock == nil {
 		if err := a.mkdir(privateDir); err != nil {
-			return a.fail(err)
+			return a.failRecovery(err)
 		}
 		lk, err := TryLock(a.dir)
 		if err != nil {
@@ -210,7 +210,7 @@ func (a *Applier) open() error {
 	}
 	for _, rel := range []string{"journal", "results"} {
 		if err := a.mkdir(rel); err != nil {
-			return a.fail(err)
+			return a.failRecovery(err)
 		}
 	}
 	return a.recoverAgain()
@@ -221,13 +221,38 @@ func (a *Applier) open() error {
 func (a *Applier) recoverAgain() error {
 	a.closeFiles()
 	if err := a.recover(); err != nil {
-		return a.fail(err)
+		return a.failRecovery(err)
 	}
 	if a.stale {
 		a.logger.Info("space available again; recovered from the last commit and going on", "commit", a.m.commit)
 		a.stale = false
 	}
 	return nil
+}
+
+// failRecovery classifies an error of recovery as fail does, but a fatal
+// one keeps its own message (the caller reports that recovery failed) and
+// is not logged here.
+func (a *Applier) failRecovery(err error) error {
+	if a.failed != nil || isNoSpace(err) {
+		return a.fail(err)
+	}
+	a.failed = &fatalError{err}
+	return a.failed
+}
+
+// fatalError is a fatal error of recovery: it reads as its cause and
+// matches ErrFailed.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string   { return e.err.Error() }
+func (e *fatalError) Unwrap() []error { return []error{ErrFailed, e.err} }
+
+// isNoSpace reports whether err is a write that failed for lack of space
+// (not an fsync: after a failed fsync, stop).
+func isNoSpace(err error) bool {
+	var se *syncError
+	return errors.Is(err, ErrNoSpace) || !errors.As(err, &se) && (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT))
 }
 
 // Close releases the state directory. It does not commit anything: a batch
