@@ -131,7 +131,13 @@ func (l *Lock) Unlock() error {
 	if l.f == nil {
 		return nil
 	}
-	err := l.f.Close() // releases the flock
+	// Unlock explicitly: a child forked at this moment shares the open
+	// file, and closing ours alone would leave the lock held until the
+	// child's exec closes its copy.
+	err := unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+	if cerr := l.f.Close(); err == nil {
+		err = cerr
+	}
 	l.f = nil
 	return err
 }
