@@ -435,7 +435,7 @@ func hostileRows() []hostileRow {
 				h.append("bad", intentLine(2, "c.json", `"merge":{"replayed":true}`)) // result no longer kept
 				h.append("bad", intentLine(4, "c.json", `"merge":{"replayed":true}`)) // kept: a retry
 			},
-			status: rejected, seq: 2, reason: "not greater than the last processed seq 5", next: 6,
+			status: rejected, seq: 2, reason: "seq 2 is not above the last processed seq 5, and no result of it is retained: it was never used, or its result has left the retry window", next: 6,
 			check: func(t *testing.T, h *hostile) {
 				if _, ok := readJSON(t, h.dir, "c.json").(map[string]any)["replayed"]; ok {
 					t.Errorf("a repeated seq was applied again")
@@ -450,7 +450,18 @@ func hostileRows() []hostileRow {
 			name:   "SeqBackwards/NeverUsed",
 			setup:  func(h *hostile) { h.append("bad", goodLine("bad", 10)) },
 			bad:    badIntent(7, "c.json", `"merge":{"a":1}`),
-			status: rejected, seq: 7, reason: "not greater", next: 11,
+			status: rejected, seq: 7, reason: "seq 7 is not above the last processed seq 10", next: 11,
+		},
+		{
+			// A gap below the newest seq: the window holds seq 1 and 5, so
+			// 3 was never used (not "no longer retained").
+			name: "SeqBackwards/Gap",
+			setup: func(h *hostile) {
+				h.append("bad", goodLine("bad", 1))
+				h.append("bad", goodLine("bad", 5))
+			},
+			bad:    badIntent(3, "c.json", `"merge":{"a":1}`),
+			status: rejected, seq: 3, reason: "seq 3 was never used by this agent, and seqs only go up: the last processed seq is 5", next: 6,
 		},
 		{
 			name:  "SeqGap",

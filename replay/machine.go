@@ -156,7 +156,7 @@ func (m *machine) decide(agent string, seg uint64, off int64, line []byte, lineE
 		if k, ok := a.win.find(seq); ok {
 			return m.retry(e, seq, k)
 		}
-		return reject(seq, fmt.Sprintf("seq %d is not greater than the last processed seq %d, and its result is no longer retained", seq, a.cur.Seq))
+		return reject(seq, a.win.backwards(seq, a.cur.Seq))
 	}
 	a.cur.Seq = seq
 	id, h := m.idOf(in, perr)
@@ -397,6 +397,17 @@ func (w *window) keep(k kept, limit int) {
 		w.ents = append([]kept(nil), w.ents[w.head:]...)
 		w.head = 0
 	}
+}
+
+// backwards explains why seq, at or below last (the agent's last processed
+// seq), has no retained result. The window holds a contiguous run of the
+// newest results, so a seq above its oldest entry was never processed (a
+// gap the writer skipped); of one below it the window cannot tell.
+func (w *window) backwards(seq, last uint64) string {
+	if ents := w.entries(); len(ents) > 0 && ents[0].Seq < seq {
+		return fmt.Sprintf("seq %d was never used by this agent, and seqs only go up: the last processed seq is %d; append with a seq above it", seq, last)
+	}
+	return fmt.Sprintf("seq %d is not above the last processed seq %d, and no result of it is retained: it was never used, or its result has left the retry window (only the newest results are kept); append with a seq above %d", seq, last, last)
 }
 
 // entries returns the retained entries, oldest first.
