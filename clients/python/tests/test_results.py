@@ -131,3 +131,40 @@ def test_inotify_wakes_the_waiter(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert a.wait(3, timeout=10)["seq"] == 3  # a new segment
         assert time.monotonic() - start < 5, "not woken by inotify"
         t.join()
+
+
+def test_bounded_read_ahead(tmp_path: Path, notify: bool) -> None:
+    """At most max_buffered results are kept read ahead, whatever the order
+    of the waits (in order, fire and forget, shuffled, one that never
+    comes); a result let go is read again when waited for. (As in Go, each
+    result is handed out once.)"""
+    import random
+
+    write_results(tmp_path, "a", {1: b"".join(res(s) for s in range(1, 12)), 12: b"".join(res(s) for s in range(12, 21))})
+    shuffled = list(range(1, 21))
+    random.Random(8).shuffle(shuffled)
+    for order in (list(range(1, 21)), [20, 5, 1, 19, 12, 11], shuffled, [21, 3, 4]):
+        with stateward.open(str(tmp_path), agent="a", inotify=notify) as a:
+            r = a._results
+            r.max_buffered = 3
+            for seq in order:
+                if seq == 21:  # never comes, behind 20 that do
+                    with pytest.raises(stateward.Timeout):
+                        a.wait(seq, timeout=0.05)
+                else:
+                    assert a.wait(seq, timeout=1) == json.loads(res(seq))
+                assert len(r._found) <= r.max_buffered
+
+
+def test_bounded_behind_a_missing_result(tmp_path: Path, notify: bool) -> None:
+    """Waiting for a result that never comes, with many after it: those
+    past the bound are let go, and read again when waited for."""
+    write_results(tmp_path, "a", {1: b"".join(res(s) for s in range(1, 21) if s != 5)})
+    with stateward.open(str(tmp_path), agent="a", inotify=notify) as a:
+        a._results.max_buffered = 3
+        with pytest.raises(stateward.Timeout):
+            a.wait(5, timeout=0.05)
+        assert len(a._results._found) <= 3
+        for seq in (10, 6, 20, 7):
+            assert a.wait(seq, timeout=1)["seq"] == seq
+            assert len(a._results._found) <= 3

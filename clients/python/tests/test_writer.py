@@ -235,3 +235,14 @@ def test_update_timeout_names_the_pending_intent(tmp_path: Path) -> None:
             a.update("x.json", lambda data, version: {"n": 1}, timeout=0.2)
         assert e.value.seq == 1 and a.last_attempts == 1
         assert b'"if_version":0' in (tmp_path / "journal" / "a" / SEG1).read_bytes()
+
+
+def test_seq_never_wraps(tmp_path: Path) -> None:
+    folder = tmp_path / "journal" / "a"
+    folder.mkdir(parents=True)
+    (folder / SEG1).write_bytes(b'{"seq":18446744073709551614,"file":"x.json","merge":1}\n')
+    with stateward.open(tmp_path, "a") as a:
+        assert a.append("x.json", merge=1) == 2**64 - 1
+        with pytest.raises(stateward.SeqExhausted):
+            a.append("x.json", merge=1)
+    assert len(lines(folder / SEG1)) == 2

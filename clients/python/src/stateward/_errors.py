@@ -19,6 +19,11 @@ class Closed(StatewardError):
     (the tail of its journal is unknown until the next open repairs it)."""
 
 
+class SeqExhausted(StatewardError):
+    """The agent's journal reached seq 2^64-1, the largest there is: a seq
+    never wraps, so there is no next one (write as a new agent)."""
+
+
 class Timeout(StatewardError, TimeoutError):
     """No result (or no consistent read) came in the time allowed.
 

@@ -32,11 +32,19 @@ POLL_MAX = 0.02
 #: With inotify, the longest sleep between two looks: a safety net for
 #: events that do not come (file systems that do not report remote writes).
 SAFETY_POLL = 0.25
+#: How many results a follower keeps read ahead of the seq it waits for, for
+#: the waits to come (Go: journal.DefaultMaxBuffered).
+MAX_BUFFERED = 4096
 
 
 class Results:
     """Follows one agent's results folder and hands out results by seq. Not
-    safe for use from several threads at once."""
+    safe for use from several threads at once.
+
+    Results read while waiting for one seq are kept for later waits, at most
+    max_buffered of them: past the bound, the results below the seq waited
+    for go first, then the ones above it; a later wait for one that was let
+    go reads the files again from the segment that holds it."""
 
     def __init__(self, dir: str, agent: str, inotify: bool = True) -> None:
         check_agent_name(agent)
@@ -46,6 +54,9 @@ class Results:
         self._seg = 0  # current segment (first seq), 0 before the first scan
         self._off = 0  # offset in it of the next unread line
         self._floor = 0  # lowest seq kept; results below it are dropped
+        self._want = 0  # the seq the current wait is for
+        self._above = 0  # highest seq let go above a wait's seq, 0 if none
+        self.max_buffered = MAX_BUFFERED
         self._found: dict[int, dict[str, Any]] = {}
         self._fd: int | None = None  # segment _seg, kept open between scans
         self._oldest = 0  # first seq of the oldest segment at the last scan
@@ -77,10 +88,15 @@ class Results:
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
             raise ValueError(f"stateward: seq must be an integer >= 1, got {seq!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._seg == 0 or seq < self._floor:
+        if self.max_buffered < 1:
+            raise ValueError(f"stateward: max_buffered must be >= 1, got {self.max_buffered}")
+        if seq not in self._found and (self._seg == 0 or seq < self._floor or seq <= self._above):
+            # Not read yet, or read and let go: read again from the segment
+            # that holds it.
             self._close_segment()
-            self._seg, self._off, self._floor = 0, 0, seq
+            self._seg, self._off, self._floor, self._above = 0, 0, seq, 0
             self._found.clear()
+        self._want = seq
         pause = POLL_MIN
         while True:
             # First read on in the open segment, the common case; list the
@@ -138,7 +154,8 @@ class Results:
             if s > self._seg:
                 self._close_segment()
                 self._seg, self._off = s, 0
-            self._read_segment()
+            if self._read_segment():
+                return
 
     def _starts_with_original(self, seg: int) -> bool:
         """Whether the first line of segment seg is a complete result with a
@@ -153,24 +170,48 @@ class Results:
         res = parse_result(line)
         return res is not None and result_seq(res) > 0 and not res.get("retry")
 
-    def _read_segment(self) -> None:
+    def _read_segment(self) -> bool:
+        """Read the complete result lines of segment _seg past _off. Stop
+        early, and return True, once holding the result waited for and
+        max_buffered others."""
         p = os.path.join(self.path, segment_name(self._seg))
         if self._fd is None:
             try:
                 self._fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
-                return  # compacted away under us: the next listing moves on
+                return False  # compacted away under us: the next listing moves on
         size = os.fstat(self._fd).st_size
         if size <= self._off:
-            return
+            return False
         data = os.pread(self._fd, size - self._off, self._off)
         lines, n = complete_lines(data)
-        self._off += n
+        pos = self._off
+        found = self._found
         for line in lines:
+            start, pos = pos, pos + len(line)
             res = parse_result(line)
             if res is None:
                 continue
             s = result_seq(res)
-            if s < self._floor or s == 0:
+            if s == 0 or s < self._floor or s in found:
                 continue
-            self._found.setdefault(s, res)
+            if s != self._want and len(found) >= self.max_buffered:
+                if self._want in found:
+                    # Enough read ahead: this line and the rest wait in the file.
+                    self._off = start
+                    return True
+                # Make room: let go of the results below the one waited for
+                # (a later wait for one reads again, its seq being below the
+                # floor), then of this one (its seq being at or below above).
+                if self._floor < self._want:
+                    for k in [k for k in found if k < self._want]:
+                        del found[k]
+                    self._floor = self._want
+                if s < self._floor:
+                    continue
+                if len(found) >= self.max_buffered:
+                    self._above = max(self._above, s)
+                    continue
+            found[s] = res
+        self._off += n
+        return False

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from ._errors import Closed, WriterBusy
+from ._errors import Closed, SeqExhausted, WriterBusy
 from ._format import (
     DEFAULT_MAX_LINE,
     DEFAULT_SEGMENT_SIZE,
@@ -35,6 +35,9 @@ from ._format import (
     segment_name,
     sync_dir,
 )
+
+#: The largest seq (2^64-1); a seq never wraps.
+MAX_SEQ = (1 << 64) - 1
 
 #: Marks an argument that was not given (None is a valid merge patch).
 UNSET: Any = object()
@@ -252,6 +255,11 @@ class Writer:
         with self._mu:
             if self._closed or self._lock is None:
                 raise Closed(f"stateward: writer of agent {self.agent!r} is closed")
+            if self._last_seq >= MAX_SEQ:
+                raise SeqExhausted(
+                    f"stateward: no seq left: the journal of agent {self.agent!r} reached seq {MAX_SEQ}, "
+                    "the largest there is: write as a new agent"
+                )
             seq = max(self._last_seq + 1, self._next_min)
             line = encode_intent(seq, file, patch, merge, if_version, id, now_rfc3339())
             if len(line) > self.max_line:
