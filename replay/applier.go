@@ -97,6 +97,13 @@ type Applier struct {
 	DocMode             os.FileMode   // mode of new documents, before the umask; set by NewApplier
 	Metrics             Metrics       // told of every committed batch (metrics.go); nil for none
 
+	// Hinted, if set, makes Step read only the agents named by Touch since
+	// the last Step and those that still had lines then, and look at every
+	// agent folder only after Rescan (the watcher sets it and calls both
+	// from file events and its periodic rescan). Unset (NewApplier), every
+	// Step looks at every agent folder.
+	Hinted bool
+
 	dir    string
 	logger hclog.Logger
 
@@ -114,6 +121,9 @@ type Applier struct {
 	dirty    map[string]bool       // results files written since the last sync
 	ids      map[string]fileID     // identity of each document file as last seen
 	listings map[string]listing    // each agent's journal segments, as last listed
+	touched  map[string]struct{}   // agents to read at the next Step (Touch, or lines left)
+	rescan   bool                  // the next Step looks at every agent folder (Rescan)
+	folders  int                   // agent folders at the last look at every one
 	warned   map[string]string     // last warning logged per key, to log changes only
 	// plainRename is set once the file system refused renameat2's flags:
 	// documents are then replaced by a plain rename (publishDoc).
@@ -227,6 +237,7 @@ func (a *Applier) recoverAgain() error {
 		a.logger.Info("space available again; recovered from the last commit and going on", "commit", a.m.commit)
 		a.stale = false
 	}
+	a.rescan = true
 	return nil
 }
 
@@ -375,6 +386,7 @@ func (a *Applier) Step(ctx context.Context) (int, error) {
 		if err := a.recoverAgain(); err != nil {
 			return 0, err
 		}
+		a.rescan = true
 	}
 	m := a.m
 	m.adopted = m.adopted[:0]

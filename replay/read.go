@@ -22,38 +22,44 @@ type item struct {
 	err      error // the line could not be read: it is rejected without a seq
 }
 
-// readJournals reads the ready lines of every agent, interleaved fairly:
-// the first line of each agent, then the second of each, and so on, up to
-// MaxBatch lines, starting with a different agent at each batch.
+// readJournals reads the ready lines of the agents that may have some,
+// interleaved fairly: the first line of each agent, then the second of
+// each, and so on, up to MaxBatch lines, starting with a different agent at
+// each batch.
+//
+// Which agents it reads: every agent folder that changed since it was last
+// read (scanAgents: a listing of the journal folder and a stat or two per
+// agent, no file opened), at every Step unless Hinted, and otherwise only
+// after Rescan; plus the agents named by Touch, and those that still had
+// lines at the previous Step. So the cost of a batch follows the agents
+// with new lines, not the agents that exist.
 func (a *Applier) readJournals() ([]item, error) {
-	ents, err := a.fs.ReadDir("journal")
-	if errors.Is(err, os.ErrNotExist) {
+	if !a.Hinted || a.rescan {
+		if err := a.scanAgents(); err != nil {
+			return nil, err
+		}
+		a.rescan = false
+	}
+	if len(a.touched) == 0 {
 		return nil, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("list journals: %w", err)
+	names := make([]string, 0, len(a.touched))
+	for name := range a.touched {
+		names = append(names, name)
 	}
+	clear(a.touched)
+	slices.Sort(names)
 	// Each agent may hold an equal share of the batch's byte budget, and
 	// always at least one line.
-	agents := 0
-	for _, e := range ents {
-		if e.IsDir() {
-			agents++
-		}
-	}
-	budget := a.MaxBatchBytes / int64(max(agents, 1))
+	budget := a.MaxBatchBytes / int64(max(a.folders, len(names), 1))
 	var per [][]item
-	for _, e := range ents {
-		name := e.Name()
-		if !e.IsDir() {
-			if e.Type()&os.ModeSymlink != 0 {
-				a.warnOnce("link:"+name, "ignoring a symbolic link in the journal folder (agent folders must be real folders)", "name", name)
-			}
+	for _, name := range names {
+		if !journal.ValidAgentName(name) {
 			continue
 		}
-		if !journal.ValidAgentName(name) {
-			a.warnOnce("agent:"+name, "ignoring journal folder with an invalid agent name", "folder", path.Join("journal", name))
-			continue
+		folder := path.Join("journal", name)
+		if fi, err := a.fs.Lstat(folder); err != nil || !fi.IsDir() {
+			continue // gone, or not a real folder: scanAgents says so
 		}
 		// Its results could not be written (the watcher never writes
 		// through a link): leave its journal alone rather than commit a
@@ -68,17 +74,7 @@ func (a *Applier) readJournals() ([]item, error) {
 		}
 		if len(its) > 0 {
 			per = append(per, its)
-		}
-	}
-	// A journal folder the watcher has read from and that is gone: say
-	// so; reading resumes where it was if the folder comes back.
-	listed := make(map[string]bool, len(ents))
-	for _, e := range ents {
-		listed[e.Name()] = true
-	}
-	for name, st := range a.m.agents {
-		if st.cur.Segment != 0 && !listed[name] {
-			a.warnOnce("gone:"+name, "journal folder is gone; waiting for it to come back", "agent", name, "folder", path.Join("journal", name))
+			a.touched[name] = struct{}{} // it may have more: look again next Step
 		}
 	}
 	// Each round starts at a different agent, so that no agent always wins
@@ -102,6 +98,90 @@ func (a *Applier) readJournals() ([]item, error) {
 		}
 	}
 	return out, nil
+}
+
+// Touch tells the Applier that an agent's journal folder may have changed
+// (a file event): with Hinted set, the next Step reads that agent.
+func (a *Applier) Touch(agent string) {
+	if a.touched == nil {
+		a.touched = map[string]struct{}{}
+	}
+	a.touched[agent] = struct{}{}
+}
+
+// Rescan makes the next Step look at every agent folder, and read those
+// that changed since they were last read. Without Hinted every Step does.
+func (a *Applier) Rescan() { a.rescan = true }
+
+// scanAgents lists the journal folder and marks for reading every agent
+// whose folder may hold lines not yet read: a folder listed or changed
+// since it was last read, or whose newest segment is not at the size it
+// was read to (changed). It opens no journal file.
+func (a *Applier) scanAgents() error {
+	ents, err := a.fs.ReadDir("journal")
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list journals: %w", err)
+	}
+	if a.touched == nil {
+		a.touched = map[string]struct{}{}
+	}
+	a.folders = 0
+	listed := make(map[string]bool, len(ents))
+	for _, e := range ents {
+		name := e.Name()
+		listed[name] = true
+		if !e.IsDir() {
+			if e.Type()&os.ModeSymlink != 0 {
+				a.warnOnce("link:"+name, "ignoring a symbolic link in the journal folder (agent folders must be real folders)", "name", name)
+			}
+			continue
+		}
+		if !journal.ValidAgentName(name) {
+			a.warnOnce("agent:"+name, "ignoring journal folder with an invalid agent name", "folder", path.Join("journal", name))
+			continue
+		}
+		a.folders++
+		if a.changed(name) {
+			a.touched[name] = struct{}{}
+		}
+	}
+	// A journal folder the watcher has read from and that is gone: say
+	// so; reading resumes where it was if the folder comes back.
+	for name, st := range a.m.agents {
+		if st.cur.Segment != 0 && !listed[name] {
+			a.warnOnce("gone:"+name, "journal folder is gone; waiting for it to come back", "agent", name, "folder", path.Join("journal", name))
+		}
+	}
+	return nil
+}
+
+// changed reports whether an agent's folder may hold lines the watcher has
+// not read: true unless the folder is as it was last listed (and was
+// listed long enough after its last change for its timestamp to tell), the
+// agent's cursor is in the newest segment, and that segment is at the size
+// it was read to.
+func (a *Applier) changed(agent string) bool {
+	l, ok := a.listings[agent]
+	if !ok || !l.settled() {
+		return true
+	}
+	folder := path.Join("journal", agent)
+	if a.statID(folder) != l.dir {
+		return true
+	}
+	if len(l.segs) == 0 {
+		return false
+	}
+	newest := l.segs[len(l.segs)-1]
+	cur := a.m.agent(agent).cur
+	if (cur.Segment != newest && (cur.Segment != 0 || len(l.segs) > 1)) || l.readTo < 0 {
+		return true
+	}
+	fi, err := a.fs.Lstat(path.Join(folder, journal.SegmentName(newest)))
+	return err != nil || fi.Size() != l.readTo
 }
 
 // warnOnce logs a warning unless the same one was the last logged for key.
@@ -173,23 +253,33 @@ func (a *Applier) readAgent(agent string, budget int64) ([]item, error) {
 }
 
 // listingTTL bounds how long a cached listing of an agent's folder is
-// trusted while the folder looks unchanged (its timestamp may be coarser
-// than the time between two changes).
+// trusted while the folder looks unchanged, when the listing was taken soon
+// after the folder's last change (its timestamp may be coarser than the
+// time between two changes). A listing taken at least listingTTL after the
+// folder's timestamp is trusted until the folder changes.
 const listingTTL = time.Second
 
 // listing is the cached list of an agent's segments.
 type listing struct {
-	segs []uint64
-	dir  fileID    // the folder's identity when listed
-	at   time.Time // when listed
+	segs   []uint64
+	dir    fileID    // the folder's identity when listed
+	at     time.Time // when listed
+	readTo int64     // size of the newest segment when last read to its end; -1: not read to its end
+}
+
+// settled reports whether the listing can be trusted for as long as the
+// folder's identity does not change.
+func (l listing) settled() bool {
+	return l.dir != (fileID{}) && l.at.UnixNano()-l.dir.mtime >= int64(listingTTL)
 }
 
 // agentSegments returns an agent's segments, listing the folder again only
 // when it changed (a segment created, deleted or renamed changes the
-// folder's timestamp) or the listing is older than listingTTL.
+// folder's timestamp) or the listing is not settled and older than
+// listingTTL.
 func (a *Applier) agentSegments(agent, folder string) ([]uint64, error) {
 	id := a.statID(folder)
-	if l, ok := a.listings[agent]; ok && l.dir == id && id != (fileID{}) && time.Since(l.at) < listingTTL {
+	if l, ok := a.listings[agent]; ok && l.dir == id && id != (fileID{}) && (l.settled() || time.Since(l.at) < listingTTL) {
 		return l.segs, nil
 	}
 	segs, err := listSegments(a.fs, folder)
@@ -197,7 +287,7 @@ func (a *Applier) agentSegments(agent, folder string) ([]uint64, error) {
 		delete(a.listings, agent)
 		return nil, err
 	}
-	a.listings[agent] = listing{segs: segs, dir: id, at: time.Now()}
+	a.listings[agent] = listing{segs: segs, dir: id, at: time.Now(), readTo: -1}
 	return segs, nil
 }
 
@@ -221,6 +311,9 @@ func (a *Applier) readSegment(agent, name string, seg uint64, off int64, limit i
 	if !fi.Mode().IsRegular() {
 		return nil, off, 0, fmt.Errorf("%s is not a regular file", name)
 	}
+	if fi.Size() <= off {
+		a.readTo(agent, seg, fi.Size())
+	}
 	if fi.Size() < off {
 		a.warnOnce("trunc:"+agent, "journal segment is shorter than what was already processed (truncated or replaced under the watcher); waiting for it to grow past the processed position",
 			"agent", agent, "segment", name, "size", fi.Size(), "processed", off)
@@ -241,12 +334,24 @@ func (a *Applier) readSegment(agent, name string, seg uint64, off int64, limit i
 		case errors.Is(err, journal.ErrLineTooLong):
 			out = append(out, item{agent: agent, seg: seg, off: rec.Offset, end: rd.Offset(), err: err})
 		case errors.Is(err, io.EOF):
+			a.readTo(agent, seg, fi.Size())
 			return out, rd.Offset(), 0, nil
 		case errors.Is(err, io.ErrUnexpectedEOF):
+			a.readTo(agent, seg, fi.Size())
 			return out, rd.Offset(), fi.Size() - rd.Offset(), nil
 		default:
 			return out, rd.Offset(), 0, fmt.Errorf("read %s: %w", name, err)
 		}
 	}
 	return out, rd.Offset(), 0, nil
+}
+
+// readTo notes that an agent's segment seg was read to its end, at size
+// bytes: if it is the newest, the agent has nothing more to read until it
+// grows (changed).
+func (a *Applier) readTo(agent string, seg uint64, size int64) {
+	if l, ok := a.listings[agent]; ok && len(l.segs) > 0 && l.segs[len(l.segs)-1] == seg {
+		l.readTo = size
+		a.listings[agent] = l
+	}
 }

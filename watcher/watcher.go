@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -31,21 +33,46 @@ const (
 )
 
 // Watcher drives an opened replay.Applier: it steps it whenever a journal
-// may have grown, as told by fsnotify events, and on a periodic rescan. Events
-// are only hints; every step reads every journal from its durable position,
-// so a lost event costs latency, never data.
+// may have grown, as told by fsnotify events, and on a periodic rescan. An
+// event names the agent whose folder changed, and the step reads that agent
+// only; the rescan looks at every agent folder (a listing and a stat or two
+// each, no file opened) and reads those that changed. Events are only
+// hints: a lost one costs latency, never data.
 type Watcher struct {
 	RescanInterval    time.Duration // set by New
 	HeartbeatInterval time.Duration // set by New
 
 	// Heartbeat, if set, is called from the apply loop on every pass and at
 	// least every HeartbeatInterval while the loop is alive. A wedged loop
-	// stops calling it (systemd's watchdog relies on that).
+	// stops calling it (systemd's watchdog relies on that). The heartbeat
+	// only beats: it does not step the Applier.
 	Heartbeat func()
 
 	applier *replay.Applier
 	logger  hclog.Logger
+
+	// newNotify creates the file event source; tests replace it to run
+	// without events, or with a watch limit.
+	newNotify func() (notifier, error)
+
+	mu      sync.Mutex          // guards touched and all
+	touched map[string]struct{} // agents named by events since the last step
+	all     bool                // an overflow or watcher error: rescan every agent
 }
+
+// notifier is the part of *fsnotify.Watcher the Watcher uses.
+type notifier interface {
+	Add(name string) error
+	Close() error
+	Events() <-chan fsnotify.Event
+	Errors() <-chan error
+}
+
+// fsNotifier adapts *fsnotify.Watcher to notifier.
+type fsNotifier struct{ *fsnotify.Watcher }
+
+func (f fsNotifier) Events() <-chan fsnotify.Event { return f.Watcher.Events }
+func (f fsNotifier) Errors() <-chan error          { return f.Watcher.Errors }
 
 // New returns a Watcher that drives a, which must be open.
 func New(a *replay.Applier, logger hclog.Logger) *Watcher {
@@ -57,16 +84,32 @@ func New(a *replay.Applier, logger hclog.Logger) *Watcher {
 		HeartbeatInterval: DefaultHeartbeatInterval,
 		applier:           a,
 		logger:            logger,
+		newNotify: func() (notifier, error) {
+			fw, err := fsnotify.NewWatcher()
+			if err != nil {
+				return nil, err
+			}
+			return fsNotifier{fw}, nil
+		},
 	}
 }
 
 // Run processes journals until ctx is done, then returns nil after the batch
 // in progress is committed. It returns an error if a step fails (the
 // Applier is then unusable: restart and recover).
+//
+// It steps the Applier when an event names an agent (reading that agent),
+// at every RescanInterval (looking at every agent folder), and again at
+// once after a step that processed lines. HeartbeatInterval only paces
+// Heartbeat.
 func (w *Watcher) Run(ctx context.Context) error {
 	if w.RescanInterval <= 0 || w.HeartbeatInterval <= 0 {
 		return fmt.Errorf("watcher: intervals must be > 0 (rescan %s, heartbeat %s)", w.RescanInterval, w.HeartbeatInterval)
 	}
+	a := w.applier
+	a.Hinted = true
+	defer func() { a.Hinted = false }()
+	a.Rescan() // read every journal from its durable position first
 	kick := make(chan struct{}, 1)
 	poke := func() {
 		select {
@@ -85,6 +128,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	beat := time.NewTicker(w.HeartbeatInterval)
 	defer beat.Stop()
 	backoff := MinNoSpaceBackoff
+	step := true
 	for {
 		if w.Heartbeat != nil {
 			w.Heartbeat()
@@ -92,7 +136,21 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return nil
 		}
-		n, err := w.applier.Step(ctx)
+		if !step {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-kick:
+				step = true
+			case <-rescan.C:
+				a.Rescan()
+				step = true
+			case <-beat.C:
+			}
+			continue
+		}
+		w.handOver()
+		n, err := a.Step(ctx)
 		switch {
 		case errors.Is(err, replay.ErrNoSpace):
 			// Nothing was acknowledged; the next Step starts again from
@@ -114,25 +172,45 @@ func (w *Watcher) Run(ctx context.Context) error {
 			return err
 		}
 		backoff = MinNoSpaceBackoff
-		if n > 0 {
-			continue // more may be ready: step again before sleeping
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-kick:
-		case <-rescan.C:
-		case <-beat.C:
-		}
+		step = n > 0 // more may be ready: step again before sleeping
 	}
+}
+
+// handOver passes the agents named by events since the last step to the
+// Applier.
+func (w *Watcher) handOver() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for name := range w.touched {
+		w.applier.Touch(name)
+	}
+	clear(w.touched)
+	if w.all {
+		w.applier.Rescan()
+		w.all = false
+	}
+}
+
+// touch notes, from the event goroutine, that an agent's folder changed.
+func (w *Watcher) touch(agent string, all bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.touched == nil {
+		w.touched = map[string]struct{}{}
+	}
+	if agent != "" {
+		w.touched[agent] = struct{}{}
+	}
+	w.all = w.all || all
 }
 
 // startNotify watches the journal folder and every agent folder in it. Its
 // goroutine drains Events and Errors in one loop and never touches the disk
-// beyond adding watches: it only pokes the apply loop.
-func (w *Watcher) startNotify(ctx context.Context, poke func()) (*fsnotify.Watcher, error) {
+// beyond adding watches: it only notes which agent changed and pokes the
+// apply loop.
+func (w *Watcher) startNotify(ctx context.Context, poke func()) (notifier, error) {
 	root := filepath.Join(w.applier.Dir(), "journal") // Applier.Open created it
-	fw, err := fsnotify.NewWatcher()
+	fw, err := w.newNotify()
 	if err != nil {
 		return nil, err
 	}
@@ -140,25 +218,34 @@ func (w *Watcher) startNotify(ctx context.Context, poke func()) (*fsnotify.Watch
 		fw.Close()
 		return nil, fmt.Errorf("watch %s: %w", root, err)
 	}
-	w.addAgents(fw, root)
+	lim := &watchLimit{}
+	w.addAgents(fw, root, lim)
 	go func() {
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case ev, ok := <-fw.Events:
+			case ev, ok := <-fw.Events():
 				if !ok {
 					return
 				}
-				if filepath.Dir(ev.Name) == root && ev.Has(fsnotify.Create) {
-					// A new agent folder: watch it, and rescan so that what
-					// was written before the watch was added is read.
-					if err := fw.Add(ev.Name); err != nil && !errors.Is(err, os.ErrNotExist) {
-						w.logger.Warn("cannot watch agent folder; the periodic rescan covers it", "folder", ev.Name, "error", err)
+				switch dir := filepath.Dir(ev.Name); {
+				case dir == root:
+					// An agent folder created, removed or renamed. A new one
+					// is watched, and read at once so that what was written
+					// before the watch was added is not missed.
+					name := filepath.Base(ev.Name)
+					if ev.Has(fsnotify.Create) {
+						w.addWatch(fw, ev.Name, lim)
 					}
+					w.touch(name, false)
+				case filepath.Dir(dir) == root:
+					w.touch(filepath.Base(dir), false)
+				default:
+					continue
 				}
 				poke()
-			case err, ok := <-fw.Errors:
+			case err, ok := <-fw.Errors():
 				if !ok {
 					return
 				}
@@ -167,7 +254,8 @@ func (w *Watcher) startNotify(ctx context.Context, poke func()) (*fsnotify.Watch
 				} else {
 					w.logger.Warn("file watcher error; rescanning every journal", "error", err)
 				}
-				w.addAgents(fw, root)
+				w.addAgents(fw, root, lim)
+				w.touch("", true)
 				poke()
 			}
 		}
@@ -175,18 +263,44 @@ func (w *Watcher) startNotify(ctx context.Context, poke func()) (*fsnotify.Watch
 	return fw, nil
 }
 
+// watchLimit remembers that the system's limit on watches was reached, so
+// that it is logged once.
+type watchLimit struct{ reached bool }
+
 // addAgents watches every agent folder under root (adding a watch twice is
 // harmless).
-func (w *Watcher) addAgents(fw *fsnotify.Watcher, root string) {
+func (w *Watcher) addAgents(fw notifier, root string, lim *watchLimit) {
 	ents, err := os.ReadDir(root)
 	if err != nil {
 		return
 	}
 	for _, e := range ents {
 		if e.IsDir() && journal.ValidAgentName(e.Name()) {
-			if err := fw.Add(filepath.Join(root, e.Name())); err != nil {
-				w.logger.Warn("cannot watch agent folder; the periodic rescan covers it", "folder", e.Name(), "error", err)
+			if !w.addWatch(fw, filepath.Join(root, e.Name()), lim) {
+				return
 			}
 		}
+	}
+}
+
+// addWatch watches one agent folder. It returns false once the system's
+// limit on watches is reached (fs.inotify.max_user_watches): the agents
+// left without a watch are served by the periodic rescan, logged once.
+func (w *Watcher) addWatch(fw notifier, folder string, lim *watchLimit) bool {
+	if lim.reached {
+		return false
+	}
+	err := fw.Add(folder)
+	switch {
+	case err == nil, errors.Is(err, os.ErrNotExist):
+		return true
+	case errors.Is(err, syscall.ENOSPC):
+		lim.reached = true
+		w.logger.Warn("out of file watches (raise fs.inotify.max_user_watches); agent folders without one are read at the periodic rescan only",
+			"interval", w.RescanInterval, "folder", folder)
+		return false
+	default:
+		w.logger.Warn("cannot watch agent folder; the periodic rescan covers it", "folder", folder, "error", err)
+		return true
 	}
 }
