@@ -10,6 +10,8 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/stateward/stateward/journal"
 )
 
@@ -128,6 +130,8 @@ func (a *Applier) scanAgents() error {
 	if a.touched == nil {
 		a.touched = map[string]struct{}{}
 	}
+	stat, done := a.journalStat()
+	defer done()
 	a.folders = 0
 	listed := make(map[string]bool, len(ents))
 	for _, e := range ents {
@@ -144,7 +148,7 @@ func (a *Applier) scanAgents() error {
 			continue
 		}
 		a.folders++
-		if a.changed(name) {
+		if a.changed(name, stat) {
 			a.touched[name] = struct{}{}
 		}
 	}
@@ -163,13 +167,12 @@ func (a *Applier) scanAgents() error {
 // listed long enough after its last change for its timestamp to tell), the
 // agent's cursor is in the newest segment, and that segment is at the size
 // it was read to.
-func (a *Applier) changed(agent string) bool {
+func (a *Applier) changed(agent string, stat func(rel string) fileID) bool {
 	l, ok := a.listings[agent]
 	if !ok || !l.settled() {
 		return true
 	}
-	folder := path.Join("journal", agent)
-	if a.statID(folder) != l.dir {
+	if stat(agent) != l.dir {
 		return true
 	}
 	if len(l.segs) == 0 {
@@ -180,8 +183,43 @@ func (a *Applier) changed(agent string) bool {
 	if (cur.Segment != newest && (cur.Segment != 0 || len(l.segs) > 1)) || l.readTo < 0 {
 		return true
 	}
-	fi, err := a.fs.Lstat(path.Join(folder, journal.SegmentName(newest)))
-	return err != nil || fi.Size() != l.readTo
+	id := stat(agent + "/" + journal.SegmentName(newest))
+	return id == (fileID{}) || id.size != l.readTo
+}
+
+// journalStat returns a function that returns the identity of a name
+// under the journal folder (the zero fileID if it cannot), and a function
+// that releases it. On the real file system it is one fstatat system call
+// relative to the journal folder, opened once, rather than a walk from the
+// state directory per name: a rescan makes two per agent. It only looks:
+// what it finds is read, if at all, through the state directory's root
+// (G5), so a folder swapped for a link between the listing and the stat
+// costs a useless read at worst.
+func (a *Applier) journalStat() (func(rel string) fileID, func()) {
+	slow := func(rel string) fileID { return a.statID(path.Join("journal", rel)) }
+	r, ok := a.fs.(rootFS)
+	if !ok {
+		return slow, func() {}
+	}
+	f, err := r.root.Open("journal")
+	if err != nil {
+		return slow, func() {}
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return slow, func() {}
+	}
+	return func(rel string) fileID {
+		var st unix.Stat_t
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.Fstatat(int(fd), rel, &st, unix.AT_SYMLINK_NOFOLLOW)
+		}); err != nil || serr != nil {
+			return fileID{}
+		}
+		return fileID{size: st.Size, mtime: st.Mtim.Nano(), ino: st.Ino}
+	}, func() { f.Close() }
 }
 
 // warnOnce logs a warning unless the same one was the last logged for key.

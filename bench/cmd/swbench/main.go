@@ -38,6 +38,8 @@ func main() {
 			os.Exit(watchMain(os.Args[2:]))
 		case "report":
 			os.Exit(reportMain(os.Args[2:]))
+		case "idle":
+			os.Exit(idleMain(os.Args[2:]))
 		}
 	}
 	os.Exit(benchMain(os.Args[1:]))
