@@ -88,3 +88,42 @@ func (l *writerLock) unlock() error {
 	}
 	return err
 }
+
+// AgentLock is an agent's writer lock held by something that is not a
+// Writer: `stateward forget` and the watcher hold it while they forget the
+// agent, so that no writer appends meanwhile.
+type AgentLock struct{ l *writerLock }
+
+// LockAgent takes the writer lock of agent in the state directory dir,
+// both parts, as a Writer does, without waiting and without touching the
+// journal's segments. It returns an error wrapping ErrLocked if a writer
+// holds the agent, and one wrapping os.ErrNotExist if the agent has no
+// journal folder. The folder must be a real folder and .lock, if present, a
+// regular file: neither is followed through a symbolic link.
+func LockAgent(dir, agent string) (*AgentLock, error) {
+	if !ValidAgentName(agent) {
+		return nil, fmt.Errorf("lock agent: %w: %q", ErrBadName, agent)
+	}
+	folder := filepath.Join(dir, "journal", agent)
+	fi, err := os.Lstat(folder)
+	if err != nil {
+		return nil, fmt.Errorf("lock agent %s: %w", agent, err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("lock agent %s: %s is not a folder (%s)", agent, folder, fi.Mode().Type())
+	}
+	if fi, err := os.Lstat(filepath.Join(folder, LockName)); err == nil && !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("lock agent %s: %s is not a regular file (%s)", agent, filepath.Join(folder, LockName), fi.Mode().Type())
+	}
+	l, err := lockWriter(folder)
+	if errors.Is(err, errBusy) {
+		return nil, fmt.Errorf("%w: agent %q, folder %s (a writer of agent %q is open)", ErrLocked, agent, folder, agent)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &AgentLock{l: l}, nil
+}
+
+// Close releases the lock.
+func (l *AgentLock) Close() error { return l.l.unlock() }

@@ -108,23 +108,31 @@ type Applier struct {
 	logger hclog.Logger
 
 	// The fields below are owned by the goroutine that calls Open and Step.
-	fs       fsys
-	root     *os.Root
-	lock     *Lock
-	m        *machine
-	batch    uint64                // last batch committed
-	synced   uint64                // last batch whose results are fsynced
-	syncAt   time.Time             // when results were last fsynced
-	logf     fileHandle            // newest commit log segment, O_APPEND
-	logBytes int64                 // commit log written since the last checkpoint
-	res      map[string]fileHandle // open results segment per agent
-	dirty    map[string]bool       // results files written since the last sync
-	ids      map[string]fileID     // identity of each document file as last seen
-	listings map[string]listing    // each agent's journal segments, as last listed
-	touched  map[string]struct{}   // agents to read at the next Step (Touch, or lines left)
-	rescan   bool                  // the next Step looks at every agent folder (Rescan)
-	folders  int                   // agent folders at the last look at every one
-	warned   map[string]string     // last warning logged per key, to log changes only
+	fs          fsys
+	root        *os.Root
+	lock        *Lock
+	m           *machine
+	batch       uint64                  // last batch committed
+	synced      uint64                  // last batch whose results are fsynced
+	syncAt      time.Time               // when results were last fsynced
+	logf        fileHandle              // newest commit log segment, O_APPEND
+	logBytes    int64                   // commit log written since the last checkpoint
+	res         map[string]fileHandle   // open results segment per agent
+	dirty       map[string]bool         // results files written since the last sync
+	ids         map[string]fileID       // identity of each document file as last seen
+	listings    map[string]listing      // each agent's journal segments, as last listed
+	touched     map[string]struct{}     // agents to read at the next Step (Touch, or lines left)
+	rescan      bool                    // the next Step looks at every agent folder (Rescan)
+	folders     int                     // agent folders at the last look at every one
+	scanTime    time.Duration           // how long the last look at every agent folder took
+	forgets     map[string]*forgetting  // forget requests being carried out, lock held (forget.go)
+	stopped     map[string]string       // agents not read until forgotten, and why
+	restart     map[string]restarted    // agents whose journal restarted below their position
+	forgetB     map[string]forgetRecord // the agents the batch being committed forgets
+	agentJSON   map[string]*agentEntry  // each agent's status as last written to versions.json
+	agentNames  []string                // the names of agentJSON, in order
+	statusDirty bool                    // an agent stopped since versions.json was written
+	warned      map[string]string       // last warning logged per key, to log changes only
 	// plainRename is set once the file system refused renameat2's flags:
 	// documents are then replaced by a plain rename (publishDoc).
 	plainRename bool
@@ -161,6 +169,10 @@ func NewApplier(dir string, logger hclog.Logger) *Applier {
 		DocMode:             DefaultDocMode,
 		dir:                 dir,
 		logger:              logger,
+		forgets:             map[string]*forgetting{},
+		stopped:             map[string]string{},
+		restart:             map[string]restarted{},
+		lastErr:             map[string]string{},
 	}
 }
 
@@ -270,6 +282,9 @@ func isNoSpace(err error) bool {
 // is committed whole by Step or not at all.
 func (a *Applier) Close() error {
 	a.closeFiles()
+	for agent := range a.forgets {
+		a.releaseForget(agent)
+	}
 	var err error
 	if a.lock != nil {
 		err = a.lock.Unlock()
@@ -364,7 +379,8 @@ func (a *Applier) fail(err error) error {
 // Step processes one batch: it takes in external changes to documents,
 // reads what is ready in every journal (each agent's lines in seq order,
 // agents interleaved, at most MaxAgentBatch lines each), decides every line,
-// and commits. It returns how many journal lines it processed. An error
+// and commits. It returns how many journal lines it processed, plus the
+// agents it forgot. An error
 // wrapping ErrNoSpace is temporary: call Step again later. An error
 // wrapping ErrFailed means the Applier must be abandoned: the process
 // restarts and recovers.
@@ -391,12 +407,19 @@ func (a *Applier) Step(ctx context.Context) (int, error) {
 	m := a.m
 	m.adopted = m.adopted[:0]
 	a.checkDocs()
+	if _, asked := a.touched[forgetTouch]; asked || !a.Hinted || a.rescan || len(a.forgets) > 0 {
+		a.takeForgets()
+	}
 	items, err := a.readJournals()
 	if err != nil {
 		return 0, err
 	}
-	if len(items) == 0 && len(m.adopted) == 0 {
-		if a.verErr != "" {
+	forgets := a.readyForgets(items)
+	if len(items) == 0 && len(m.adopted) == 0 && len(forgets) == 0 {
+		if a.verErr != "" || a.statusDirty {
+			// A failed versions write, or an agent stopped: status shows
+			// it without waiting for a batch.
+			a.statusDirty = false
 			a.publishVersions() // advisory: logged
 		}
 		return 0, nil
@@ -417,11 +440,13 @@ func (a *Applier) Step(ctx context.Context) (int, error) {
 		}
 		entries = append(entries, e)
 	}
+	a.forgetB = forgets
+	m.forgetAgents(&commitRecord{Forget: forgets})
 	if err := a.commit(entries, moved, prevSeg); err != nil {
 		return 0, err
 	}
 	a.reportBatch(entries, start)
-	return len(items), nil
+	return len(items) + len(forgets), nil
 }
 
 func (a *Applier) noteRejected(agent string, r journal.Result) {
@@ -460,7 +485,9 @@ func (a *Applier) commit(entries []entry, moved map[string]cursor, prevSeg map[s
 
 		MaxDocSize: m.maxDocSize,
 		MaxDepth:   m.maxDepth,
+		Forget:     a.forgetB,
 	}
+	a.forgetB = nil
 	// Documents: encode each changed one once for the whole batch.
 	var write []string
 	for name, d := range m.docs {
@@ -578,6 +605,11 @@ func (a *Applier) commit(entries []entry, moved map[string]cursor, prevSeg map[s
 	if time.Since(a.syncAt) >= a.ResultsSyncInterval {
 		if err := a.syncResults(); err != nil {
 			return a.fail(err)
+		}
+	}
+	if len(rec.Forget) > 0 {
+		if err := a.finishForgets(rec.Batch, rec.Forget, false); err != nil {
+			return err
 		}
 	}
 	// Compaction (G7): journals behind the cursors, then the commit log
@@ -802,17 +834,9 @@ func (a *Applier) writeVersions() error {
 	v := versionsFile{
 		Versions: journal.Versions{Commit: a.m.commit, Docs: map[string]journal.DocVersion{}},
 		Batch:    a.batch,
-		Agents:   map[string]agentStatus{},
 	}
 	for name, d := range a.m.docs {
 		v.Docs[name] = journal.DocVersion{Version: d.version, Exists: d.doc.Exists(), SHA256: d.hash, Broken: d.broken}
-	}
-	for name, st := range a.m.agents {
-		as := agentStatus{Offset: st.cur.Offset, Seq: st.cur.Seq, LastError: a.lastErr[name]}
-		if st.cur.Segment != 0 {
-			as.Segment = journal.SegmentName(st.cur.Segment)
-		}
-		v.Agents[name] = as
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -820,6 +844,15 @@ func (a *Applier) writeVersions() error {
 	if err := enc.Encode(v); err != nil {
 		return fmt.Errorf("encode versions: %w", err)
 	}
+	// Agents is the last field, encoded as null: put the agents there,
+	// each encoded once per change rather than all at every batch.
+	const tail = `"agents":null}` + "\n"
+	if !bytes.HasSuffix(buf.Bytes(), []byte(tail)) {
+		return fmt.Errorf("encode versions: no agents field at the end")
+	}
+	buf.Truncate(buf.Len() - len(tail) + len(`"agents":`))
+	a.appendAgents(&buf)
+	buf.WriteString("}\n")
 	tmp := journal.VersionsPath + ".tmp"
 	f, err := createFresh(a.fs, tmp, privateFileMode)
 	if err != nil {
@@ -841,3 +874,66 @@ func (a *Applier) writeVersions() error {
 }
 
 var _ io.Closer = (*Applier)(nil)
+
+// agentEntry is an agent's status as last encoded for versions.json.
+type agentEntry struct {
+	cur     cursor
+	lastErr string
+	json    []byte // "name":{...}
+}
+
+// appendAgents appends the agents' statuses as a JSON object, with names
+// in order as encoding/json writes a map. Only the agents whose status
+// changed since the last call are encoded again: a batch costs what the
+// agents with new lines cost, plus a copy.
+func (a *Applier) appendAgents(buf *bytes.Buffer) {
+	if a.agentJSON == nil {
+		a.agentJSON = map[string]*agentEntry{}
+	}
+	resort := len(a.agentJSON) != len(a.m.agents)
+	size := 2
+	for name, st := range a.m.agents {
+		e := a.agentJSON[name]
+		if e == nil {
+			e = &agentEntry{}
+			a.agentJSON[name] = e
+			resort = true
+		} else if e.cur == st.cur && e.lastErr == a.lastErr[name] {
+			size += len(e.json) + 1
+			continue
+		}
+		e.cur, e.lastErr = st.cur, a.lastErr[name]
+		as := agentStatus{Offset: st.cur.Offset, Seq: st.cur.Seq, LastError: e.lastErr}
+		if st.cur.Segment != 0 {
+			as.Segment = journal.SegmentName(st.cur.Segment)
+		}
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		enc.Encode(name)
+		enc.Encode(as)
+		e.json = bytes.Replace(bytes.TrimSuffix(b.Bytes(), []byte("\n")), []byte("\n"), []byte(":"), 1)
+		size += len(e.json) + 1
+	}
+	if resort {
+		for name := range a.agentJSON {
+			if _, ok := a.m.agents[name]; !ok {
+				delete(a.agentJSON, name)
+			}
+		}
+		a.agentNames = a.agentNames[:0]
+		for name := range a.agentJSON {
+			a.agentNames = append(a.agentNames, name)
+		}
+		slices.Sort(a.agentNames)
+	}
+	buf.Grow(size)
+	buf.WriteByte('{')
+	for i, name := range a.agentNames {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(a.agentJSON[name].json)
+	}
+	buf.WriteByte('}')
+}

@@ -55,3 +55,29 @@ func BenchmarkApplier_Catchup(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkApplier_OneAgentAmongIdle measures a batch of one line from one
+// agent, as the watcher steps it (Hinted, the agent touched), beside idle
+// agents that each processed one intent. The cost should not grow with
+// the idle agents.
+func BenchmarkApplier_OneAgentAmongIdle(b *testing.B) {
+	for _, idle := range []int{0, 2000} {
+		b.Run(fmt.Sprintf("idle=%d", idle), func(b *testing.B) {
+			dir := b.TempDir()
+			for i := range idle {
+				appendRaw(b, dir, fmt.Sprintf("idle-%05d", i), intentLine(1, "idle.json", fmt.Sprintf(`"merge":{"i%d":1}`, i)))
+			}
+			a := MustOpen(b, dir)
+			drain(b, a)
+			a.Hinted = true
+			b.ResetTimer()
+			for i := range b.N {
+				appendRaw(b, dir, "active", intentLine(uint64(i+1), "active.json", `"merge":{"n":1}`))
+				a.Touch("active")
+				if n, err := a.Step(b.Context()); err != nil || n != 1 {
+					b.Fatalf("Step = %d, %v", n, err)
+				}
+			}
+		})
+	}
+}

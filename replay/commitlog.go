@@ -49,6 +49,9 @@ type commitRecord struct {
 	// were recorded); replay --verify decides with the same.
 	MaxDocSize int64 `json:"max_doc_size,omitempty"`
 	MaxDepth   int   `json:"max_depth,omitempty"`
+	// Forget lists the agents forgotten after the entries (forget.go):
+	// from this batch on, their names start afresh.
+	Forget map[string]forgetRecord `json:"forget,omitempty"`
 }
 
 // entry is one processed journal line.

@@ -115,11 +115,17 @@ func (a *Applier) Touch(agent string) {
 // that changed since they were last read. Without Hinted every Step does.
 func (a *Applier) Rescan() { a.rescan = true }
 
+// ScanTime returns how long the last look at every agent folder took
+// (without reading the agents that changed).
+func (a *Applier) ScanTime() time.Duration { return a.scanTime }
+
 // scanAgents lists the journal folder and marks for reading every agent
 // whose folder may hold lines not yet read: a folder listed or changed
 // since it was last read, or whose newest segment is not at the size it
 // was read to (changed). It opens no journal file.
 func (a *Applier) scanAgents() error {
+	start := time.Now()
+	defer func() { a.scanTime = time.Since(start) }()
 	ents, err := a.fs.ReadDir("journal")
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -141,6 +147,9 @@ func (a *Applier) scanAgents() error {
 			if e.Type()&os.ModeSymlink != 0 {
 				a.warnOnce("link:"+name, "ignoring a symbolic link in the journal folder (agent folders must be real folders)", "name", name)
 			}
+			continue
+		}
+		if name == forgetTouch {
 			continue
 		}
 		if !journal.ValidAgentName(name) {
@@ -235,8 +244,14 @@ func (a *Applier) warnOnce(key, msg string, args ...any) {
 // readAgent reads up to MaxAgentBatch complete lines, and about budget
 // bytes, of an agent's journal from its durable position.
 func (a *Applier) readAgent(agent string, budget int64) ([]item, error) {
+	if a.stopped[agent] != "" {
+		return nil, nil
+	}
 	folder := path.Join("journal", agent)
 	st := a.m.agent(agent)
+	if r, ok := a.restart[agent]; ok && st.cur.Segment > r.seg {
+		delete(a.restart, agent) // it went on in a newer segment
+	}
 	segs, err := a.agentSegments(agent, folder)
 	if err != nil {
 		return nil, err
@@ -261,11 +276,27 @@ func (a *Applier) readAgent(agent string, budget int64) ([]item, error) {
 			newer = segs[i]
 		}
 		if !found {
+			if newer == 0 && i > 0 && st.cur.Segment != 0 {
+				// Only older segments: a new writer began again from seq 1
+				// in a folder made anew.
+				a.restarted(agent, seg, fmt.Sprintf("journal segment %s being read is gone and only older ones (%s) are there: the agent's journal restarted (its folder deleted and made anew?); they are not read. To reuse the name, run `stateward forget --agent %s`",
+					journal.SegmentName(seg), journal.SegmentName(segs[0]), agent))
+				return out, nil
+			}
 			if newer == 0 {
 				a.warnOnce("gone:"+agent, "journal segment being read is gone; waiting for it or a newer one", "agent", agent, "segment", journal.SegmentName(seg))
 				return out, nil
 			}
 			a.warnOnce("gone:"+agent, "journal segment disappeared; continuing with the next one", "agent", agent, "segment", journal.SegmentName(seg), "next", journal.SegmentName(newer))
+			seg, off = newer, 0
+			continue
+		}
+		if r, ok := a.restart[agent]; ok && r.seg == seg {
+			// Shorter than what was processed: never read again, lest it be
+			// read from the middle of a line once it grows.
+			if newer == 0 {
+				return out, nil
+			}
 			seg, off = newer, 0
 			continue
 		}
@@ -353,8 +384,8 @@ func (a *Applier) readSegment(agent, name string, seg uint64, off int64, limit i
 		a.readTo(agent, seg, fi.Size())
 	}
 	if fi.Size() < off {
-		a.warnOnce("trunc:"+agent, "journal segment is shorter than what was already processed (truncated or replaced under the watcher); waiting for it to grow past the processed position",
-			"agent", agent, "segment", name, "size", fi.Size(), "processed", off)
+		a.restarted(agent, seg, fmt.Sprintf("journal segment is shorter than what was already processed (%s: %d bytes, %d processed): the agent's journal restarted (its folder deleted and made anew?) or was truncated; it is not read again, only newer segments are. To reuse the name, run `stateward forget --agent %s`",
+			name, fi.Size(), off, agent))
 		return nil, off, 0, nil
 	}
 	if fi.Size() == off {
@@ -393,3 +424,29 @@ func (a *Applier) readTo(agent string, seg uint64, size int64) {
 		a.listings[agent] = l
 	}
 }
+
+// restarted is an agent's journal segment that became shorter than the
+// agent's position in it (or, gone, left only older ones): the signature of
+// a journal deleted and begun again under the same name.
+type restarted struct {
+	seg uint64
+	why string
+}
+
+// restarted notes that an agent's journal restarted below its position,
+// with an error in the log and in status. The segment is not read again;
+// `stateward forget` makes the name start afresh, reading the journal from
+// its start.
+func (a *Applier) restarted(agent string, seg uint64, why string) {
+	if r, ok := a.restart[agent]; ok && r.why == why {
+		return
+	}
+	a.restart[agent] = restarted{seg: seg, why: why}
+	a.lastErr[agent] = why
+	a.statusDirty = true
+	a.logger.Error("agent's journal restarted below the processed position", "agent", agent, "error", why)
+}
+
+// forgetTouch is what Touch is given for a change in the folder of forget
+// requests.
+const forgetTouch = ".forget"

@@ -92,6 +92,12 @@ func (a *Applier) recover() error {
 	if err := a.adoptSwaps(last); err != nil {
 		return err
 	}
+	if last != nil && len(last.Forget) > 0 {
+		// Finish the forgets of the last batch (forget.go).
+		if err := a.finishForgets(last.Batch, last.Forget, true); err != nil {
+			return err
+		}
+	}
 	a.removeTemps()
 	a.publishVersions() // advisory: never fails recovery (logged)
 	for name := range m.agents {
@@ -180,6 +186,7 @@ func (m *machine) fold(rec *commitRecord) error {
 		a.res = resultPos{Segment: pos.Segment, Offset: pos.Offset + n}
 	}
 	m.commit = rec.Commit
+	m.forgetAgents(rec)
 	return nil
 }
 

@@ -26,6 +26,12 @@ const (
 	// DefaultHeartbeatInterval is how often an idle loop still calls
 	// Heartbeat.
 	DefaultHeartbeatInterval = time.Second
+	// RescanShare bounds the time the periodic rescan takes: the next one
+	// comes RescanInterval after the last, or RescanShare times the last
+	// one's duration if that is longer (with 10,000 agent folders a rescan
+	// takes tens of milliseconds, so an idle watcher stays under 1% of a
+	// core).
+	RescanShare = 200
 	// MinNoSpaceBackoff and MaxNoSpaceBackoff bound the pace at which a
 	// commit that failed for lack of space is retried.
 	MinNoSpaceBackoff = 100 * time.Millisecond
@@ -99,9 +105,9 @@ func New(a *replay.Applier, logger hclog.Logger) *Watcher {
 // Applier is then unusable: restart and recover).
 //
 // It steps the Applier when an event names an agent (reading that agent),
-// at every RescanInterval (looking at every agent folder), and again at
-// once after a step that processed lines. HeartbeatInterval only paces
-// Heartbeat.
+// at every RescanInterval (looking at every agent folder; less often if a
+// rescan takes more than 1/RescanShare of it), and again at once after a
+// step that processed lines. HeartbeatInterval only paces Heartbeat.
 func (w *Watcher) Run(ctx context.Context) error {
 	if w.RescanInterval <= 0 || w.HeartbeatInterval <= 0 {
 		return fmt.Errorf("watcher: intervals must be > 0 (rescan %s, heartbeat %s)", w.RescanInterval, w.HeartbeatInterval)
@@ -123,12 +129,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 	} else {
 		defer fw.Close()
 	}
-	rescan := time.NewTicker(w.RescanInterval)
+	rescan := time.NewTimer(w.RescanInterval)
 	defer rescan.Stop()
 	beat := time.NewTicker(w.HeartbeatInterval)
 	defer beat.Stop()
 	backoff := MinNoSpaceBackoff
-	step := true
+	step, rescanned := true, false
 	for {
 		if w.Heartbeat != nil {
 			w.Heartbeat()
@@ -145,6 +151,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			case <-rescan.C:
 				a.Rescan()
 				step = true
+				rescanned = true
 			case <-beat.C:
 			}
 			continue
@@ -173,6 +180,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		backoff = MinNoSpaceBackoff
 		step = n > 0 // more may be ready: step again before sleeping
+		if rescanned {
+			rescanned = false
+			rescan.Reset(max(w.RescanInterval, RescanShare*a.ScanTime()))
+		}
 	}
 }
 
@@ -275,7 +286,8 @@ func (w *Watcher) addAgents(fw notifier, root string, lim *watchLimit) {
 		return
 	}
 	for _, e := range ents {
-		if e.IsDir() && journal.ValidAgentName(e.Name()) {
+		// .forget holds the requests of `stateward forget`.
+		if e.IsDir() && (journal.ValidAgentName(e.Name()) || e.Name() == ".forget") {
 			if !w.addWatch(fw, filepath.Join(root, e.Name()), lim) {
 				return
 			}

@@ -97,6 +97,7 @@ Usage:
   stateward edit   --dir DIR --file DOC [--agent NAME] [--timeout DURATION]
   stateward read   --dir DIR DOC
   stateward status --dir DIR [--json]
+  stateward forget --dir DIR --agent NAME [--timeout DURATION]
   stateward replay --dir DIR (--verify | --out DIR2)
   stateward demo   [--agents N] [--tasks N] [--dir DIR]
 
@@ -117,6 +118,7 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		"edit":       m.edit,
 		"read":       m.read,
 		"status":     m.status,
+		"forget":     m.forget,
 		"replay":     m.replay,
 		"demo":       m.demo,
 		"demo-agent": m.demoAgent,

@@ -148,9 +148,28 @@ func idleCell(bin, dir string, n int, idleFor time.Duration, submits int) (idleR
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// Let the folders age past the watcher's listing TTL and a rescan
-	// pass, as long-idle folders are.
-	time.Sleep(3 * time.Second)
+	// Wait for the start-up work to end (results of the idle intents,
+	// written after the commit counter moved): two seconds under 5% of a
+	// core. Then let the folders age past the watcher's listing TTL (1 s)
+	// and two rescans (2 s each), as long-idle folders are.
+	for {
+		a, err := procCPU(w.pid())
+		if err != nil {
+			return r, err
+		}
+		time.Sleep(2 * time.Second)
+		b, err := procCPU(w.pid())
+		if err != nil {
+			return r, err
+		}
+		if b-a < 100*time.Millisecond {
+			break
+		}
+		if time.Now().After(deadline) {
+			return r, fmt.Errorf("the watcher never went idle: %s", w.tail())
+		}
+	}
+	time.Sleep(5 * time.Second)
 	c0, err := procCPU(w.pid())
 	if err != nil {
 		return r, err
