@@ -1,6 +1,7 @@
 // Package watcher is stateward's daemon loop. It drives an opened
 // replay.Applier: fsnotify events on the journal folder and on every agent
-// folder, a slow periodic rescan (RescanInterval, 2 s), and a rescan after
+// folder, a slow periodic rescan (RescanInterval, 2 s, spaced further if a
+// rescan takes more than 1/RescanShare of it), and a rescan after
 // any event-queue overflow or watcher error, all call the same
 // Applier.Step, which reads journals from their durable positions. An event
 // names the agent whose folder changed, and the step reads that agent only

@@ -6,6 +6,7 @@
 //	go run ./cmd/swbench -quick                 # smoke: a small subset, < 1 minute
 //	go run ./cmd/swbench -runs 2 -docs ../docs  # the full sweep, twice, and the report
 //	go run ./cmd/swbench report -in results/<stamp>/results.json -docs ../docs
+//	go run ./cmd/swbench idle -quick                 # idle agents (idle.go)
 //
 // The same binary is re-run as each agent process ("agent" subcommand) and,
 // for profiles only, as a watcher with --cpuprofile ("watch" subcommand).
