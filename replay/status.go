@@ -140,6 +140,9 @@ func ReadStatus(dir string) (*Status, error) {
 	for _, e := range ents {
 		name := e.Name()
 		listed[name] = true
+		if name == forgetTouch && e.IsDir() {
+			continue // forget requests (forget.go), not an agent
+		}
 		as := AgentStatus{Agent: name, State: "ok"}
 		pos := vf.Agents[name]
 		as.Seq, as.LastError = pos.Seq, pos.LastError
