@@ -225,7 +225,9 @@ func (c *idleCell) start() error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// The results of the idle intents are written after the commit
-	// counter moves: wait for two seconds under 5% of a core.
+	// counter moves: wait for two seconds under 5% of a core, or for the
+	// rate to hold steady (an older watcher may never go below).
+	prev := time.Duration(-1)
 	for {
 		a, err := procCPU(w.pid())
 		if err != nil {
@@ -236,9 +238,11 @@ func (c *idleCell) start() error {
 		if err != nil {
 			return err
 		}
-		if b-a < 100*time.Millisecond {
+		d := b - a
+		if d < 100*time.Millisecond || (prev >= 0 && d <= prev*13/10 && prev <= d*13/10) {
 			return nil
 		}
+		prev = d
 		if time.Now().After(deadline) {
 			return fmt.Errorf("the watcher never went idle: %s", w.tail())
 		}
