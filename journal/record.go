@@ -275,6 +275,7 @@ type Result struct {
 	Status  string `json:"status"`
 	Version uint64 `json:"version"`
 	Commit  uint64 `json:"commit"`
+	Claimed string `json:"claimed,omitempty"` // pointer of the task a claim_next took
 	Error   string `json:"error,omitempty"`
 	Retry   bool   `json:"retry,omitempty"`
 	Segment string `json:"segment,omitempty"`
@@ -308,6 +309,9 @@ func (r Result) AppendLine(dst []byte) []byte {
 	dst = appendJSONString(append(dst, `"status":`...), r.Status)
 	dst = strconv.AppendUint(append(dst, `,"version":`...), r.Version, 10)
 	dst = strconv.AppendUint(append(dst, `,"commit":`...), r.Commit, 10)
+	if r.Claimed != "" {
+		dst = appendJSONString(append(dst, `,"claimed":`...), r.Claimed)
+	}
 	if r.Error != "" {
 		dst = appendJSONString(append(dst, `,"error":`...), r.Error)
 	}

@@ -502,6 +502,11 @@ func TestResult_AppendLine(t *testing.T) {
 			want: `{"seq":4,"file":"a.json","status":"conflict","version":0,"commit":10,"error":"if_version 1, document is at 0"}`,
 		},
 		{
+			name: "Claimed",
+			r:    Result{Seq: 5, File: "a.json", Status: StatusApplied, Version: 3, Commit: 9, Claimed: "/tasks/t~1é\"7"},
+			want: `{"seq":5,"file":"a.json","status":"applied","version":3,"commit":9,"claimed":"/tasks/t~1é\"7"}`,
+		},
+		{
 			name: "Retry",
 			r:    Result{Seq: 3, File: "a.json", Status: StatusApplied, Version: 2, Commit: 9, Retry: true},
 			want: `{"seq":3,"file":"a.json","status":"applied","version":2,"commit":9,"retry":true}`,

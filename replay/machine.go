@@ -299,12 +299,13 @@ func (m *machine) apply(in journal.Intent) journal.Result {
 			err = &PatchError{Code: CodeInvalidPatch, Op: -1, Msg: fmt.Sprintf("empty patch on %s, which does not exist: create it with add at the path \"\"", in.File)}
 		case err == nil:
 			err = d.doc.Apply(ops)
+			r.Claimed = d.doc.Claimed()
 		}
 	} else {
 		err = d.doc.Merge(in.Merge)
 	}
 	switch {
-	case errors.Is(err, ErrTestFailed):
+	case errors.Is(err, ErrTestFailed), errors.Is(err, ErrNoReadyTask):
 		return fail(journal.StatusConflict, ResultError(err))
 	case err != nil:
 		return fail(journal.StatusRejected, ResultError(err))

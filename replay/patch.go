@@ -46,6 +46,7 @@ const (
 	CodeTooLarge                     // the document would pass Doc.MaxSize
 	CodeTooDeep                      // the document would pass Doc.MaxDepth
 	CodeTooMuchCopy                  // the copy ops would copy more than the limit
+	CodeNoReadyTask                  // a claim_next found no ready task: a conflict
 )
 
 // String returns the category as error texts begin with it.
@@ -59,6 +60,8 @@ func (c Code) String() string {
 		return "document too deep"
 	case CodeTooMuchCopy:
 		return "patch copies too much"
+	case CodeNoReadyTask:
+		return "no ready task"
 	}
 	return "invalid patch"
 }
@@ -74,6 +77,8 @@ func (c Code) hint() string {
 		return "nest the value less deeply"
 	case CodeTooMuchCopy:
 		return "copy less in one intent"
+	case CodeNoReadyTask:
+		return "read the board again; retry when a task is ready"
 	}
 	return "fix the patch and submit it with a new seq"
 }
@@ -90,8 +95,12 @@ type PatchError struct {
 }
 
 // Error returns "CATEGORY: op N (OPERATION): WHAT", without a package
-// prefix, e.g. "test failed: op 0 (test /tasks/t1/status): value differs".
+// prefix, e.g. "test failed: op 0 (test /tasks/t1/status): value differs";
+// for CodeNoReadyTask, only WHAT: "no ready task under /tasks".
 func (e *PatchError) Error() string {
+	if e.Code == CodeNoReadyTask {
+		return e.Msg
+	}
 	var b strings.Builder
 	b.WriteString(e.Code.String())
 	if e.Op >= 0 {
@@ -111,7 +120,9 @@ func (e *PatchError) Is(target error) bool {
 	case ErrTestFailed:
 		return e.Code == CodeTestFailed
 	case ErrInvalidPatch:
-		return e.Code != CodeTestFailed
+		return e.Code != CodeTestFailed && e.Code != CodeNoReadyTask
+	case ErrNoReadyTask:
+		return e.Code == CodeNoReadyTask
 	case ErrLimit:
 		return e.Code == CodeTooLarge || e.Code == CodeTooDeep || e.Code == CodeTooMuchCopy
 	}
@@ -139,6 +150,9 @@ var lineErrors = []struct {
 func ResultError(err error) string {
 	var pe *PatchError
 	if errors.As(err, &pe) {
+		if pe.Code == CodeNoReadyTask {
+			return pe.Error() // exactly "no ready task under PATH" (docs/format.md, claim_next)
+		}
 		return pe.Error() + "; " + pe.Code.hint()
 	}
 	msg, hint := err.Error(), ""
@@ -186,6 +200,10 @@ type Doc struct {
 	// copied counts the bytes (as written at their new place) the copy ops
 	// of the Apply in progress have copied.
 	copied int64
+	// claim is the task the last claim_next of the Apply in progress
+	// claimed, for $claimed; claimed is its pointer once Apply succeeded.
+	claim   []string
+	claimed string
 }
 
 // MaxCopyBytes bounds the bytes (as written at their new place) that the
@@ -305,6 +323,7 @@ const (
 	opCopy    = "copy"
 	opTest    = "test"
 	opInc     = "inc"
+	// opClaimNext, in claim.go
 )
 
 // Op is one decoded patch operation. DecodePatch returns valid ones; an Op
@@ -319,6 +338,12 @@ type Op struct {
 	decoded    bool
 	path, from []string // reference tokens of Path and From
 	depth      int      // nesting depth of Value
+
+	// claim is the rest of a claim_next op, set by DecodePatch only.
+	claim *claimSpec
+	// pathClaimed and fromClaimed say that Path or From starts with
+	// $claimed: path or from holds the tokens after it.
+	pathClaimed, fromClaimed bool
 }
 
 // DecodePatch decodes raw, an RFC 6902 JSON Patch: an array of operations,
@@ -386,6 +411,11 @@ func decodeOp(o *object) (Op, error) {
 			return Op{}, errors.New(`missing "from"`)
 		}
 	}
+	if kind == opClaimNext {
+		if op.claim, err = decodeClaim(o); err != nil {
+			return Op{}, err
+		}
+	}
 	if usesValue(kind) {
 		i, ok := o.find("value")
 		if !ok {
@@ -400,7 +430,7 @@ func decodeOp(o *object) (Op, error) {
 }
 
 // opNames are the operations of a patch.
-var opNames = [...]string{opAdd, opRemove, opReplace, opMove, opCopy, opTest, opInc}
+var opNames = [...]string{opAdd, opRemove, opReplace, opMove, opCopy, opTest, opInc, opClaimNext}
 
 // knownOp returns the operation named kind, as a constant (which does not
 // keep a patch's text alive), and whether there is one.
@@ -422,12 +452,15 @@ func (op *Op) prepare() error {
 	if _, ok := knownOp(op.Kind); !ok {
 		return fmt.Errorf("unknown op %q", op.Kind)
 	}
+	if op.Kind == opClaimNext && op.claim == nil {
+		return errors.New("a claim_next op must come from DecodePatch")
+	}
 	var err error
-	if op.path, err = parsePointer(op.Path); err != nil {
+	if op.path, op.pathClaimed, err = parseOpPointer(op.Path); err != nil {
 		return fmt.Errorf(`invalid "path" %q: %w`, op.Path, err)
 	}
 	if op.Kind == opMove || op.Kind == opCopy {
-		if op.from, err = parsePointer(op.From); err != nil {
+		if op.from, op.fromClaimed, err = parseOpPointer(op.From); err != nil {
 			return fmt.Errorf(`invalid "from" %q: %w`, op.From, err)
 		}
 	}
@@ -453,6 +486,17 @@ func article(k kind) string {
 		return "null"
 	}
 	return "a " + k.String()
+}
+
+// parseOpPointer parses the path or from of an op: a JSON Pointer, or
+// $claimed followed by one (the claimed task, then the pointer's tokens).
+func parseOpPointer(s string) (toks []string, claimed bool, err error) {
+	if rest, ok := strings.CutPrefix(s, claimedRef); ok {
+		toks, err = parsePointer(rest)
+		return toks, true, err
+	}
+	toks, err = parsePointer(s)
+	return toks, false, err
 }
 
 // parsePointer parses an RFC 6901 JSON Pointer into its reference tokens,
@@ -592,17 +636,23 @@ func (d *Doc) Apply(ops []Op) error {
 	}
 	root, exists, size := d.root, d.exists, d.size
 	d.copied = 0
+	d.claim, d.claimed = nil, ""
 	for i := range ops {
 		if err := d.apply(&ops[i], i); err != nil {
 			d.rollback()
 			d.root, d.exists, d.size = root, exists, size
 			clear(d.undo)
 			d.undo = d.undo[:0]
+			d.claim = nil
 			return err
 		}
 	}
 	clear(d.undo) // drop references to replaced values
 	d.undo = d.undo[:0]
+	if d.claim != nil {
+		d.claimed = formatPointer(d.claim)
+		d.claim = nil
+	}
 	return nil
 }
 
@@ -660,7 +710,11 @@ func (d *Doc) apply(op *Op, i int) error {
 		}
 		op = &c
 	}
-	if e := d.applyOp(op); e != nil {
+	rop, e := d.resolveClaimed(op)
+	if e == nil {
+		e = d.applyOp(rop)
+	}
+	if e != nil {
 		code := e.code
 		if op.Kind == opTest {
 			// A test whose path does not resolve is a failed test.
@@ -721,6 +775,8 @@ func (d *Doc) applyOp(op *Op) *opError {
 		return nil
 	case opInc:
 		return d.inc(op.path, op.Value)
+	case opClaimNext:
+		return d.claimNext(op.path, op.claim)
 	}
 	return failf("unknown op %q", op.Kind)
 }
@@ -1186,6 +1242,7 @@ func exponent(e int64, huge *big.Int) *big.Int {
 // pass MaxSize, an error wrapping ErrInvalidPatch and ErrLimit. A failed
 // merge changes nothing.
 func (d *Doc) Merge(patch []byte) error {
+	d.claimed = ""
 	p, err := parse(string(patch), true)
 	if err != nil {
 		return &PatchError{Code: CodeInvalidPatch, Op: -1, Msg: "merge patch: " + err.Error(), Err: err}
