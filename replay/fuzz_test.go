@@ -67,6 +67,10 @@ func FuzzApply(f *testing.F) {
 		{`{"":{"":1}}`, `[{"op":"remove","path":"//"}]`},
 		{`[[]]`, `[{"op":"add","path":"/0/-","value":[1,{"a":[]}]},{"op":"copy","from":"/0/0/1","path":"/-"}]`},
 		{`{"k\"l":1,"a/b":2,"m~n":3}`, `[{"op":"move","from":"/a~1b","path":"/m~0n"},{"op":"test","path":"/k\"l","value":1}]`},
+		{`{"tasks":{"t1":{"status":"done"},"t7":{"status":"open","priority":2,"blockedBy":["t1"]},"t8":{"status":"open","priority":1,"blockedBy":["t9"]}}}`, `[{"op":"claim_next","path":"/tasks","match":{"status":"open"},"deps":"blockedBy","done":{"status":"done"},"order":"priority","set":{"status":"claimed","owner":"alice"}}]`},
+		{`{"tasks":[{"status":"done"},{"status":"open","d":[0]},{"status":"open","d":[2]},{"p":"a"},{"p":1}]}`, `[{"op":"claim_next","path":"/tasks","deps":"d","order":"p","set":{"x":null}},{"op":"add","path":"$claimed/at","value":1},{"op":"copy","from":"$claimed","path":"/last"}]`},
+		{`{"q":{"a":{"s":"o","n":[1]},"b":{"s":"o","n":["a","b"]},"c":{"s":"x","n":["b"]}}}`, `[{"op":"claim_next","path":"/q","match":{"s":"o"},"deps":"n","done":{"s":"x"}},{"op":"test","path":"$claimed/s","value":"x"}]`},
+		{`{"t":{}}`, `[{"op":"claim_next","path":"/t"}]`},
 	} {
 		f.Add([]byte(s[0]), []byte(s[1]))
 	}
@@ -91,6 +95,7 @@ func FuzzApply(f *testing.F) {
 		d.MaxSize = 1 << 40
 		ourErr := d.Apply(ops)
 		checkApplyInvariants(t, d, orig, before, ops, ourErr)
+		checkClaim(t, d, orig, ops, ourErr)
 
 		if quirk := skipDifferential(ops); quirk != "" {
 			return
@@ -119,6 +124,33 @@ func FuzzApply(f *testing.F) {
 	})
 }
 
+// checkClaim checks a patch whose first op is its only claim_next: on
+// success, the claimed task was the first that Ready listed before the
+// Apply (it matched and was ready at decision time); with no ready task,
+// Ready listed none.
+func checkClaim(t *testing.T, d, orig *Doc, ops []Op, err error) {
+	t.Helper()
+	if len(ops) == 0 || ops[0].Kind != opClaimNext || ops[0].pathClaimed || !orig.Exists() {
+		return
+	}
+	for _, op := range ops[1:] {
+		if op.Kind == opClaimNext {
+			return
+		}
+	}
+	ready, _, rerr := orig.Clone().Ready(ops[0])
+	switch {
+	case errors.Is(err, ErrNoReadyTask):
+		if rerr != nil || len(ready) != 0 {
+			t.Fatalf("no ready task, but Ready lists %v (%v)", ready, rerr)
+		}
+	case err == nil:
+		if rerr != nil || len(ready) == 0 || ready[0].Pointer != d.Claimed() {
+			t.Fatalf("claimed %q, but Ready lists %v (%v)", d.Claimed(), ready, rerr)
+		}
+	}
+}
+
 // checkApplyInvariants checks the outcome of Apply on d, whose state
 // before was orig and encoded as before.
 func checkApplyInvariants(t *testing.T, d, orig *Doc, before []byte, ops []Op, err error) {
@@ -126,6 +158,15 @@ func checkApplyInvariants(t *testing.T, d, orig *Doc, before []byte, ops []Op, e
 	after := d.AppendJSON(nil)
 	if d.sized && d.size != int64(len(after)) {
 		t.Fatalf("tracked size %d, but AppendJSON writes %d bytes (err %v)", d.size, len(after), err)
+	}
+	if err != nil && errors.Is(err, ErrNoReadyTask) {
+		if errors.Is(err, ErrInvalidPatch) || errors.Is(err, ErrTestFailed) || !strings.HasPrefix(err.Error(), "no ready task under ") {
+			t.Fatalf("no ready task error %q: wrongly classified or worded", err)
+		}
+		if after := d.AppendJSON(nil); !bytes.Equal(after, before) || !equal(d.root, orig.root) {
+			t.Fatalf("failed Apply (%v) changed the document:\n%s\nwas\n%s", err, after, before)
+		}
+		return
 	}
 	if err != nil {
 		if !errors.Is(err, ErrInvalidPatch) && !errors.Is(err, ErrTestFailed) {
@@ -185,6 +226,13 @@ func skipDifferential(ops []Op) string {
 		switch op.Kind {
 		case opInc:
 			return "inc is an extension evanphx does not have"
+		case opClaimNext:
+			return "claim_next is an extension evanphx does not have"
+		}
+		if op.pathClaimed || op.fromClaimed {
+			return "$claimed is an extension evanphx does not have"
+		}
+		switch op.Kind {
 		case opCopy:
 			if copies++; copies > maxFuzzCopies {
 				return "too many copies"
