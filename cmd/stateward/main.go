@@ -96,6 +96,8 @@ Usage:
                    [--skip-if-version] [--timeout DURATION] -- COMMAND...
   stateward edit   --dir DIR --file DOC [--agent NAME] [--timeout DURATION]
   stateward read   --dir DIR DOC
+  stateward ready  --dir DIR --file DOC --path POINTER [--match JSON]
+                   [--deps NAME] [--done JSON] [--order NAME] [--json]
   stateward status --dir DIR [--json]
   stateward forget --dir DIR --agent NAME [--timeout DURATION]
   stateward replay --dir DIR (--verify | --out DIR2)
@@ -117,6 +119,7 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		"update":     m.update,
 		"edit":       m.edit,
 		"read":       m.read,
+		"ready":      m.ready,
 		"status":     m.status,
 		"forget":     m.forget,
 		"replay":     m.replay,
