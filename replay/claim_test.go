@@ -480,3 +480,59 @@ func TestClaimNext_Results(t *testing.T) {
 		t.Errorf("results after recovery\n%s\nwant\n%s", got, full)
 	}
 }
+
+// TestClaimNext_Client claims through the Go client (journal.ClaimNext)
+// against an applier: the claimed pointer and task, then ErrNothingReady.
+func TestClaimNext_Client(t *testing.T) {
+	dir := t.TempDir()
+	appendRaw(t, dir, "setup", intentLine(1, "b.json", `"patch":[{"op":"add","path":"","value":{"tasks":[{"status":"open","priority":2},{"status":"open","priority":1,"after":[0]},{"status":"open","priority":3}]}}]`))
+	a := MustOpen(t, dir)
+	drain(t, a)
+	w, err := journal.OpenWriter(dir, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	r, err := journal.OpenResults(dir, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	spec := journal.ClaimSpec{Path: "/tasks", Match: map[string]any{"status": "open"}, Deps: "after", Order: "priority", Set: map[string]any{"status": "claimed", "owner": "alice"}}
+	claim := func() (journal.Claim, error) {
+		type out struct {
+			c   journal.Claim
+			err error
+		}
+		ch := make(chan out, 1)
+		go func() {
+			c, err := journal.ClaimNext(t.Context(), w, r, "b.json", spec, json.RawMessage(`{"op":"add","path":"$claimed/at","value":1}`))
+			ch <- out{c, err}
+		}()
+		for {
+			select {
+			case o := <-ch:
+				return o.c, o.err
+			default:
+			}
+			if _, err := a.Step(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, want := range []struct{ ptr, task string }{
+		{"/tasks/0", `{"at":1,"owner":"alice","priority":2,"status":"claimed"}`},
+		{"/tasks/2", `{"at":1,"owner":"alice","priority":3,"status":"claimed"}`},
+	} {
+		c, err := claim()
+		if err != nil {
+			t.Fatalf("ClaimNext: %v", err)
+		}
+		if c.Pointer != want.ptr || compact(t, string(c.Task)) != want.task || c.Result.Claimed != want.ptr {
+			t.Errorf("ClaimNext: %s %s (%+v), want %s %s", c.Pointer, c.Task, c.Result, want.ptr, want.task)
+		}
+	}
+	if _, err := claim(); !errors.Is(err, journal.ErrNothingReady) {
+		t.Errorf("ClaimNext on a board with nothing ready: %v, want ErrNothingReady", err)
+	}
+}
