@@ -433,17 +433,21 @@ func TestClaimNext_Results(t *testing.T) {
 	dir := t.TempDir()
 	appendRaw(t, dir, "a", intentLine(1, "b.json", `"patch":[{"op":"add","path":"","value":{"tasks":{"t1":{"status":"done"},"t7":{"status":"open","blockedBy":["t1"]},"t8":{"status":"open","blockedBy":["t7"]}}}}]`))
 	claim := `"patch":[{"op":"claim_next","path":"/tasks","match":{"status":"open"},"deps":"blockedBy","done":{"status":"done"},"order":"priority","set":{"status":"claimed","owner":"alice"}},{"op":"add","path":"$claimed/at","value":"now"}]`
-	appendRaw(t, dir, "a", intentLine(2, "b.json", claim))
+	appendRaw(t, dir, "a", intentLine(2, "b.json", `"id":"c",`+claim))
 	appendRaw(t, dir, "a", intentLine(3, "b.json", claim))
 	appendRaw(t, dir, "a", intentLine(4, "b.json", `"id":"k",`+claim))
+	appendRaw(t, dir, "a", intentLine(5, "b.json", `"id":"c",`+claim)) // a retry of seq 2
 	a := MustOpen(t, dir)
 	drain(t, a)
 	a.Close()
 	res := readResults(t, dir, "a")
-	if len(res) != 4 {
-		t.Fatalf("%d results, want 4", len(res))
+	if len(res) != 5 {
+		t.Fatalf("%d results, want 5", len(res))
 	}
-	if got, want := res[1], (journal.Result{Seq: 2, File: "b.json", Status: journal.StatusApplied, Version: 2, Commit: 2, Claimed: "/tasks/t7"}); got != want {
+	if got, want := res[4], (journal.Result{Seq: 5, ID: "c", File: "b.json", Status: journal.StatusApplied, Version: 2, Commit: 2, Claimed: "/tasks/t7", Retry: true}); got != want {
+		t.Errorf("retry result %+v, want %+v", got, want)
+	}
+	if got, want := res[1], (journal.Result{Seq: 2, ID: "c", File: "b.json", Status: journal.StatusApplied, Version: 2, Commit: 2, Claimed: "/tasks/t7"}); got != want {
 		t.Errorf("claim result %+v, want %+v", got, want)
 	}
 	if got, want := res[2], (journal.Result{Seq: 3, File: "b.json", Status: journal.StatusConflict, Version: 2, Commit: 3, Error: "no ready task under /tasks"}); got != want {

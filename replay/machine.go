@@ -194,7 +194,7 @@ func (m *machine) retry(e entry, seq uint64, k kept) entry {
 	e.Result = journal.Result{
 		Seq: seq, ID: e.Result.ID, File: e.Result.File,
 		Status: k.Status.String(), Version: k.Version, Commit: k.Commit, Error: k.Error,
-		Retry: true,
+		Claimed: k.Claimed, Retry: true,
 	}
 	return e
 }
@@ -337,12 +337,13 @@ type kept struct {
 	Version uint64     `json:"version"`
 	Commit  uint64     `json:"commit"`
 	Error   string     `json:"error,omitempty"`
-	Intent  intentHash `json:"intent,omitempty"` // 0: unknown (a checkpoint of format 1), matches any intent
+	Claimed string     `json:"claimed,omitempty"` // the task a claim_next took, for retry copies
+	Intent  intentHash `json:"intent,omitempty"`  // 0: unknown (a checkpoint of format 1), matches any intent
 }
 
 // keptOf returns the window entry of a decided result, registering id.
 func keptOf(r journal.Result, id string, h intentHash) kept {
-	return kept{Seq: r.Seq, ID: id, Status: statusOf(r.Status), Version: r.Version, Commit: r.Commit, Error: r.Error, Intent: h}
+	return kept{Seq: r.Seq, ID: id, Status: statusOf(r.Status), Version: r.Version, Commit: r.Commit, Error: r.Error, Claimed: r.Claimed, Intent: h}
 }
 
 // find returns the retained entry for seq.
