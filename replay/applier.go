@@ -220,15 +220,33 @@ func (a *Applier) open() error {
 		}
 		a.root, a.fs = root, rootFS{root}
 	}
+	a.point("after-open-root")
+	// Nothing is written before the folder lock is held, and the lock is
+	// on the folder the root was opened on.
 	if a.lock == nil {
-		if err := a.mkdir(privateDir); err != nil {
-			return a.failRecovery(err)
+		root := a.root
+		if root == nil { // a file system given by a test: a root just to lock
+			r, err := os.OpenRoot(a.dir)
+			if err != nil {
+				return fmt.Errorf("open state directory: %w", err)
+			}
+			defer r.Close()
+			root = r
 		}
-		lk, err := TryLock(a.dir)
+		lk, err := lockRoot(root, a.dir)
 		if err != nil {
 			return err
 		}
 		a.lock = lk
+	}
+	if err := a.mkdir(privateDir); err != nil {
+		return a.failRecovery(err)
+	}
+	if err := a.lock.finish(); err != nil {
+		if errors.Is(err, ErrLocked) {
+			return err
+		}
+		return a.failRecovery(err)
 	}
 	for _, rel := range []string{"journal", "results"} {
 		if err := a.mkdir(rel); err != nil {

@@ -22,7 +22,7 @@
 //
 //	DIR/<name>.json                      documents (replaced by rename)
 //	DIR/results/<agent>/<N>.jsonl        results, one line per processed line
-//	DIR/.stateward/lock                  holder's pid; the lock is an flock on DIR (G6)
+//	DIR/.stateward/lock                  flocked, holder's pid; DIR is flocked too (G6)
 //	DIR/.stateward/commits/<B>.jsonl     the commit log, from batch B
 //	DIR/.stateward/checkpoints/<B>.json  the newest checkpoint (G7)
 //	DIR/.stateward/versions.json         versions and hashes, for readers

@@ -56,16 +56,21 @@ func Verify(dir, out string) (*VerifyReport, error) {
 		defer r.Close()
 		outRoot = r
 	}
-	lk, err := TryLock(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer lk.Unlock()
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, fmt.Errorf("open state directory: %w", err)
 	}
 	defer root.Close()
+	lk, err := lockRoot(root, dir)
+	if err == nil {
+		if err = lk.finish(); err != nil {
+			lk.Unlock()
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
 	fs := rootFS{root}
 	recs, _, _, err := readLog(fs)
 	if err != nil {
