@@ -555,7 +555,7 @@ func (a *Applier) commit(entries []entry, moved map[string]cursor, prevSeg map[s
 	}}
 	for i, name := range write {
 		steps = append(steps, func() error {
-			tmp, err := prepareDoc(a.fs, name, m.docs[name].data, a.DocMode, a.point)
+			tmp, err := prepareDoc(a.fs, name, rec.Batch, m.docs[name].data, a.DocMode, a.point)
 			temps[i] = tmp
 			if err != nil {
 				return fmt.Errorf("write document %s: %w", name, err)

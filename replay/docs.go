@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -26,6 +27,11 @@ func (a *Applier) statID(name string) fileID {
 	if err != nil {
 		return fileID{}
 	}
+	return fileIDOf(fi)
+}
+
+// fileIDOf returns the identity of the file fi describes.
+func fileIDOf(fi os.FileInfo) fileID {
 	id := fileID{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		id.ino = st.Ino
@@ -35,47 +41,58 @@ func (a *Applier) statID(name string) fileID {
 
 // readDocFile reads a document file as it is on disk. A name that is not a
 // regular file (a folder, a symbolic link) is an error: the watcher never
-// reads or writes through it.
-func (a *Applier) readDocFile(name string) (data []byte, exists bool, err error) {
+// reads or writes through it. id is the identity of the file that was
+// read, taken from its open descriptor (zero if none was read): a stat of
+// the name after the read could see an edit that replaced it meanwhile.
+func (a *Applier) readDocFile(name string) (data []byte, exists bool, id fileID, err error) {
 	fi, err := a.fs.Lstat(name)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, false, nil
+		return nil, false, fileID{}, nil
 	}
 	if err != nil {
-		return nil, true, err
+		return nil, true, fileID{}, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, true, fmt.Errorf("%s is not a regular file (%s)", name, fi.Mode().Type())
+		return nil, true, fileIDOf(fi), fmt.Errorf("%s is not a regular file (%s)", name, fi.Mode().Type())
 	}
 	if a.MaxDocSize > 0 && fi.Size() > a.MaxDocSize {
-		return nil, true, fmt.Errorf("%s is %d bytes, larger than the limit of %d", name, fi.Size(), a.MaxDocSize)
+		return nil, true, fileIDOf(fi), fmt.Errorf("%s is %d bytes, larger than the limit of %d", name, fi.Size(), a.MaxDocSize)
 	}
 	f, err := a.fs.OpenFile(name, os.O_RDONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, fileID{}, nil
+	}
 	if err != nil {
-		return nil, true, err
+		return nil, true, fileIDOf(fi), err
 	}
 	defer f.Close()
+	ofi, err := f.Stat()
+	if err != nil {
+		return nil, true, fileIDOf(fi), err
+	}
+	a.point("after-doc-open:" + name)
 	data, err = io.ReadAll(f)
-	return data, true, err
+	return data, true, fileIDOf(ofi), err
 }
 
 // adoptionFor looks at a document on disk and returns the adoption that
 // takes it in, given the machine's current state of it (nil: never seen).
-// ok is false when the file is what the machine already has.
-func (a *Applier) adoptionFor(name string, d *docState) (ad adoption, ok bool) {
-	data, exists, err := a.readDocFile(name)
+// ok is false when the file is what the machine already has. id is the
+// identity of the file that was read (readDocFile).
+func (a *Applier) adoptionFor(name string, d *docState) (ad adoption, id fileID, ok bool) {
+	data, exists, id, err := a.readDocFile(name)
 	ad.File = name
 	switch {
 	case err != nil:
 		ad.Broken = err.Error()
 	case !exists:
 		if d == nil || (!d.doc.Exists() && d.broken == "") {
-			return ad, false
+			return ad, id, false
 		}
 		ad.Version = d.version + 1
 	default:
 		if d != nil && d.broken == "" && d.doc.Exists() && journal.Hash(data) == d.hash {
-			return ad, false
+			return ad, id, false
 		}
 		if _, perr := ParseDoc(data); perr != nil {
 			ad.Broken = perr.Error()
@@ -88,9 +105,9 @@ func (a *Applier) adoptionFor(name string, d *docState) (ad adoption, ok bool) {
 		}
 	}
 	if ad.Broken != "" && d != nil && d.broken == ad.Broken {
-		return ad, false
+		return ad, id, false
 	}
-	return ad, true
+	return ad, id, true
 }
 
 // checkDocs takes in documents changed on disk by someone else since the
@@ -107,8 +124,8 @@ func (a *Applier) checkDocs() {
 			continue
 		}
 		d := a.m.docs[name]
-		ad, changed := a.adoptionFor(name, d)
-		a.ids[name] = id
+		ad, _, changed := a.adoptionFor(name, d)
+		a.ids[name] = id // taken before the read: a later edit is seen next time
 		if !changed {
 			continue
 		}
@@ -136,9 +153,14 @@ func (a *Applier) logAdoption(ad adoption, replaced uint64) {
 
 // loadDoc is the machine's loader: a document seen for the first time is
 // taken in from disk if it is there.
+//
+// The identity recorded is that of the file read (its descriptor's), not
+// a stat of the name afterwards: an edit that replaced the file between
+// the two would otherwise pass for the watcher's own file, and the next
+// write would delete it as the watcher's previous version.
 func (a *Applier) loadDoc(name string) (adoption, bool) {
-	ad, ok := a.adoptionFor(name, nil)
-	a.ids[name] = a.statID(name)
+	ad, id, ok := a.adoptionFor(name, nil)
+	a.ids[name] = id
 	if ok {
 		a.logAdoption(ad, 0)
 	}
@@ -185,18 +207,20 @@ func (a *Applier) publishDoc(tmp, name string, prev fileID, prevHash string) (id
 			err = a.fs.Exchange(swap, name)
 		}
 	}
+	plain := false // this call fell back to a plain rename
 	if errors.Is(err, errNoRenameFlags) {
 		if !a.plainRename {
 			a.plainRename = true
 			a.logger.Warn("the file system cannot exchange files (renameat2); documents are replaced by a plain rename, and a hand edit made at that moment is lost", "error", err)
 		}
+		plain = true
 		err = a.fs.Rename(swap, name)
 	}
 	if err != nil {
 		a.fs.Remove(swap)
 		return fileID{}, false, fmt.Errorf("rename temp file over %s: %w", name, err)
 	}
-	if a.plainRename {
+	if plain {
 		return ours, false, nil
 	}
 	a.point("after-doc-exchange:" + name)
@@ -205,15 +229,24 @@ func (a *Applier) publishDoc(tmp, name string, prev fileID, prevHash string) (id
 		// A foreign file: put it back, and drop what it displaces (our new
 		// version, or an older foreign file a newer one replaced).
 		expect, moving := ours, got
+		done := false
 		for range maxPutBack {
+			a.point("before-doc-putback:" + name)
 			if err := a.fs.Exchange(swap, name); err != nil {
 				return ours, true, fmt.Errorf("put back an edit of %s made while it was replaced: %w", name, err)
 			}
 			back := a.statID(swap)
 			if back.ino == expect.ino {
+				done = true
 				break
 			}
 			expect, moving = moving, back
+		}
+		if !done {
+			// The swap name holds an edit that is newer than the one at
+			// the document's name: never delete it. Recovery keeps it
+			// (adoptSwaps).
+			return ours, true, fmt.Errorf("put back an edit of %s: edits kept replacing it (%d exchanges); the newest is kept as %s", name, maxPutBack, swap)
 		}
 		kept = true
 		a.logger.Warn("document changed outside stateward while the watcher replaced it; the edit is kept and adopted as the next version", "file", name)
@@ -241,18 +274,29 @@ func (a *Applier) sameFile(name string, id, prev fileID, prevHash string) bool {
 }
 
 // adoptSwaps looks at the files that interrupted document replacements
-// left under their swap names. Each holds one of: the new version of the
-// last batch that wrote the document (its rename was undone or not done),
-// the previous version it displaced, or a foreign edit that it displaced
-// and had not put back yet. The first two are removed; a foreign edit is
-// put back at the document's name, where the first Step adopts it. An
-// edit whose bytes equal one of the two versions cannot be told from them
-// and is removed.
+// left under their swap names (".swap-<name>-<batch>.<random>"). Each
+// holds one of: the new version of the batch that wrote the document (its
+// rename was undone or not done), the previous version it displaced, or a
+// foreign edit that it displaced and had not put back yet.
+//
+//   - Bytes equal to the document's committed version, or to the new or
+//     previous version of the last commit record when the swap is of the
+//     last batch: the watcher's own, removed. (An edit whose bytes equal
+//     one of those cannot be told from them; it changed nothing.)
+//   - Any other file of the last batch is an edit. It is put back at the
+//     document's name only if that name still holds the watcher's
+//     committed version; the first Step adopts it.
+//   - Otherwise (the name holds a newer edit made while the watcher was
+//     down, or nothing because the document was deleted meanwhile, or the
+//     swap is of an earlier batch and cannot be judged against this
+//     record) the file at the name stays, and the swap's file is kept as
+//     ".displaced-<name>-<batch>.<random>", logged, never deleted.
 func (a *Applier) adoptSwaps(last *commitRecord) error {
 	ents, err := a.fs.ReadDir(".")
 	if err != nil {
-		return nil
+		return a.fail(fmt.Errorf("list state directory %s for interrupted document writes: %w", a.dir, err))
 	}
+	changed := false
 	for _, e := range ents {
 		if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), swapPrefix) {
 			continue
@@ -264,58 +308,108 @@ func (a *Applier) adoptSwaps(last *commitRecord) error {
 		}
 		data, err := readFile(a.fs, swap)
 		if err != nil {
+			// Left in place: at a later start it is of an earlier batch,
+			// kept aside, never put back.
 			a.logger.Error("cannot read a document version left by an interrupted write; left in place", "file", swap, "error", err)
 			continue
 		}
-		known := false
-		{
-			h := journal.Hash(data)
-			if d := a.m.docs[name]; d != nil && d.hash == h {
-				known = true
-			}
-			if dr, ok := last.docRecord(name); ok && (dr.SHA256 == h || dr.Prev == h) {
-				known = true
-			}
+		h := journal.Hash(data)
+		d := a.m.docs[name]
+		batch, ok := swapBatch(swap)
+		ofLast := ok && last != nil && batch == last.Batch
+		known := d != nil && d.hash != "" && d.hash == h
+		if dr, ok := last.docRecord(name); ofLast && ok && (dr.SHA256 == h || dr.Prev == h) {
+			known = true
 		}
 		if known {
-			if err := a.fs.Remove(swap); err == nil {
-				a.logger.Debug("removed a document version left by an interrupted write", "file", swap)
+			if err := a.fs.Remove(swap); err != nil {
+				return a.fail(fmt.Errorf("remove %s, left by an interrupted write of %s: %w", swap, name, err))
+			}
+			a.logger.Debug("removed a document version left by an interrupted write", "file", swap)
+			changed = true
+			continue
+		}
+		if !ofLast {
+			if err := a.displace(swap, name, "it was left by an earlier batch than the last commit record"); err != nil {
+				return err
+			}
+			changed = true
+			continue
+		}
+		// Put the edit back only over the watcher's own committed version.
+		cur, exists, id, err := a.readDocFile(name)
+		if err != nil || !exists || d == nil || d.hash == "" || journal.Hash(cur) != d.hash {
+			why := "the document was changed or deleted while the watcher was down; that change is kept"
+			if err != nil {
+				why = "the document cannot be read: " + err.Error()
+			}
+			if err := a.displace(swap, name, why); err != nil {
+				return err
+			}
+			changed = true
+			continue
+		}
+		if err := a.fs.Exchange(swap, name); err != nil {
+			return a.fail(fmt.Errorf("put back an edit of %s found after a crash: %w", name, err))
+		}
+		changed = true
+		if back := a.statID(swap); back.ino != id.ino {
+			// Yet another edit replaced the document meanwhile: it is
+			// newer. Put it back, and keep the older one displaced.
+			if err := a.fs.Exchange(swap, name); err != nil {
+				return a.fail(fmt.Errorf("put back an edit of %s found after a crash: %w", name, err))
+			}
+			if err := a.displace(swap, name, "the document was changed while the watcher recovered; that change is kept"); err != nil {
+				return err
 			}
 			continue
 		}
-		prev := a.statID(name)
-		var kept bool
-		err = a.fs.Exchange(swap, name)
-		if errors.Is(err, os.ErrNotExist) {
-			err = a.fs.RenameNoReplace(swap, name)
-			kept = err == nil
-		}
-		if errors.Is(err, errNoRenameFlags) {
-			err = a.fs.Rename(swap, name)
-			kept = err == nil
-		}
-		if err != nil {
-			return a.fail(fmt.Errorf("put back an edit of %s found after a crash: %w", name, err))
-		}
-		if !kept {
-			if back := a.statID(swap); back.ino != prev.ino {
-				// Yet another edit replaced the document meanwhile: it is
-				// newer, keep it instead.
-				if err := a.fs.Exchange(swap, name); err != nil {
-					return a.fail(fmt.Errorf("put back an edit of %s found after a crash: %w", name, err))
-				}
-			}
-			if err := a.fs.Remove(swap); err != nil {
-				return a.fail(fmt.Errorf("remove the previous version of %s: %w", name, err))
-			}
-		}
-		if err := syncDir(a.fs, "."); err != nil {
-			return a.fail(fmt.Errorf("sync state directory %s: %w", a.dir, err))
+		if err := a.fs.Remove(swap); err != nil {
+			return a.fail(fmt.Errorf("remove the previous version of %s: %w", name, err))
 		}
 		delete(a.ids, name)
 		a.logger.Warn("found an edit made while the watcher replaced the document before a crash; it is kept and adopted as the next version", "file", name)
 	}
+	if changed {
+		if err := syncDir(a.fs, "."); err != nil {
+			return a.fail(fmt.Errorf("sync state directory %s: %w", a.dir, err))
+		}
+	}
 	return nil
+}
+
+// displace keeps the file at swap, which recovery may not put back at
+// document name, under a ".displaced-" name, and logs it.
+func (a *Applier) displace(swap, name, why string) error {
+	kept := displacedPrefix + strings.TrimPrefix(swap, swapPrefix)
+	if err := a.fs.RenameNoReplace(swap, kept); errors.Is(err, errNoRenameFlags) {
+		if _, serr := a.fs.Lstat(kept); serr == nil {
+			return a.fail(fmt.Errorf("keep %s: %s already exists", swap, kept))
+		}
+		err = a.fs.Rename(swap, kept)
+		if err != nil {
+			return a.fail(fmt.Errorf("keep %s as %s: %w", swap, kept, err))
+		}
+	} else if err != nil {
+		return a.fail(fmt.Errorf("keep %s as %s: %w", swap, kept, err))
+	}
+	a.logger.Warn("found a version of the document displaced by a write interrupted by a crash; it is not put back and is kept aside", "file", name, "kept_as", kept, "reason", why)
+	return nil
+}
+
+// swapBatch returns the batch in a swap file's name, if it has one.
+func swapBatch(swap string) (uint64, bool) {
+	s := strings.TrimPrefix(swap, swapPrefix)
+	i := strings.LastIndexByte(s, '-')
+	if i < 0 {
+		return 0, false
+	}
+	b, _, ok := strings.Cut(s[i+1:], ".")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(b, 10, 64)
+	return n, err == nil
 }
 
 // swapDocName returns the document name in a swap file's name

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -165,6 +166,10 @@ func listSegments(fs fsys, folder string) ([]uint64, error) {
 const (
 	tempPrefix = ".tmp-"
 	swapPrefix = ".swap-"
+	// displacedPrefix starts the name under which recovery keeps a file
+	// found under a swap name that it may not put back (adoptSwaps). The
+	// watcher never deletes such a file.
+	displacedPrefix = ".displaced-"
 )
 
 // isTemp reports whether name is a temporary file of a document write.
@@ -172,7 +177,10 @@ func isTemp(name string) bool { return strings.HasPrefix(name, tempPrefix) }
 
 // prepareDoc writes and fsyncs the temp file that will replace document
 // name, and returns its name. Nothing is visible yet.
-func prepareDoc(fs fsys, name string, data []byte, perm os.FileMode, point func(string)) (string, error) {
+// batch is the commit record's batch: it is part of the name
+// (".tmp-<name>-<batch>.<random>"), so that recovery can tell a swap file
+// of the last batch from one an earlier batch left (adoptSwaps).
+func prepareDoc(fs fsys, name string, batch uint64, data []byte, perm os.FileMode, point func(string)) (string, error) {
 	if fi, err := fs.Lstat(name); err == nil && fi.Mode().IsRegular() {
 		perm = fi.Mode().Perm()
 	}
@@ -180,7 +188,7 @@ func prepareDoc(fs fsys, name string, data []byte, perm os.FileMode, point func(
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return "", err
 	}
-	tmp := tempPrefix + name + "-" + hex.EncodeToString(rnd[:])
+	tmp := tempPrefix + name + "-" + strconv.FormatUint(batch, 10) + "." + hex.EncodeToString(rnd[:])
 	// The same random part is used for the swap name (publishDoc).
 	point("before-doc-write:" + name)
 	f, err := fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)

@@ -208,7 +208,7 @@ func (a *Applier) loadDocs(last *commitRecord) error {
 		if d.broken != "" {
 			continue
 		}
-		data, exists, err := a.readDocFile(name)
+		data, exists, fid, err := a.readDocFile(name)
 		if err != nil {
 			continue // checkDocs reports it
 		}
@@ -224,7 +224,7 @@ func (a *Applier) loadDocs(last *commitRecord) error {
 				}
 				d.doc, d.data = doc, data
 			}
-			a.ids[name] = a.statID(name)
+			a.ids[name] = fid // the file read, not one that replaced it since
 			continue
 		}
 		dr, inLast := docRecord{}, false
@@ -241,8 +241,8 @@ func (a *Applier) loadDocs(last *commitRecord) error {
 		if got := journal.Hash(out.data); got != dr.SHA256 {
 			return fmt.Errorf("%w: %s batch %d gives sha256 %s, record says %s", ErrDiverged, name, last.Batch, got, dr.SHA256)
 		}
-		prev := a.statID(name)
-		tmp, err := prepareDoc(a.fs, name, out.data, a.DocMode, a.point)
+		prev := fid
+		tmp, err := prepareDoc(a.fs, name, last.Batch, out.data, a.DocMode, a.point)
 		if err != nil {
 			return a.fail(fmt.Errorf("write document %s: %w", name, err))
 		}
