@@ -17,15 +17,23 @@ import (
 )
 
 // TestApplier_HandEditRace makes 40 hand edits (read the document, add a
-// key, write a temp file, rename it over the document), 50 ms apart, while
-// an agent pipelines increments and the watcher replaces the document
-// continuously. An edit that lands while the watcher replaces the file is
-// adopted as the next version, so every key is kept.
+// key, write a temp file, rename it over the document), each once the
+// watcher has replaced the previous one, while an agent pipelines
+// increments and the watcher replaces the document continuously. An edit
+// that lands while the watcher replaces the file is adopted as the next
+// version, so every key is kept; the put-back path must have run at least
+// once (its log line).
 func TestApplier_HandEditRace(t *testing.T) {
 	const edits = 40
 	dir := t.TempDir()
 	appendRaw(t, dir, "seed", intentLine(1, "state.json", `"if_version":0,"merge":{"n":0}`))
-	a := MustOpen(t, dir)
+	var logBuf bytes.Buffer
+	var logMu sync.Mutex
+	a := NewApplier(dir, hclog.New(&hclog.LoggerOptions{Output: &lockedWriter{w: &logBuf, mu: &logMu}, Level: hclog.Warn}))
+	if err := a.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
 	drain(t, a)
 
 	stop := make(chan struct{})
@@ -85,7 +93,13 @@ func TestApplier_HandEditRace(t *testing.T) {
 		if err := os.Rename(tmp, path); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(50 * time.Millisecond) // the workload's pace, not a wait for anything
+		// The next edit once the watcher has replaced this one and the
+		// file at the name holds its key (a new version written after
+		// adopting it; during a put-back the name holds the watcher's
+		// displaced version for a moment, which an editor must not copy).
+		if !waitReplaced(t, path, out, fmt.Sprintf(`"k%02d":true`, i)) {
+			break
+		}
 	}
 	close(stop)
 	wg.Wait()
@@ -106,6 +120,13 @@ func TestApplier_HandEditRace(t *testing.T) {
 		t.Errorf("%d of %d hand edits lost: %v", len(lost), edits, lost)
 	}
 	a.Close()
+	logMu.Lock()
+	kept := strings.Count(logBuf.String(), "the edit is kept and adopted as the next version")
+	logMu.Unlock()
+	t.Logf("%d of %d edits landed while the watcher replaced the document and were put back", kept, edits)
+	if kept < 1 {
+		t.Errorf("no edit landed while the watcher replaced the document: the put-back path never ran")
+	}
 	mustVerify(t, dir)
 }
 
@@ -278,4 +299,19 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// waitReplaced waits, with a deadline, until the file at path is no longer
+// the one holding mine and holds key.
+func waitReplaced(t *testing.T, path string, mine []byte, key string) bool {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		data, err := os.ReadFile(path)
+		if err == nil && !bytes.Equal(data, mine) && bytes.Contains(bytes.Join(bytes.Fields(data), nil), []byte(key)) {
+			return true
+		}
+		time.Sleep(time.Millisecond) // polling a condition with a deadline
+	}
+	t.Errorf("the watcher did not write a version holding %s within 10s", key)
+	return false
 }
