@@ -104,8 +104,11 @@
 //	   Temporary files of the interrupted write are removed. A swap file
 //	   (the displaced side of an exchange) that holds the record's new or
 //	   previous bytes, or the document's current ones, is removed; any
-//	   other is a hand edit the exchange displaced: it is put back at the
-//	   document's name and adopted by the first Step (adoptSwaps).
+//	   other of the last batch is a hand edit the exchange displaced: it is
+//	   put back at the document's name and adopted by the first Step only
+//	   if the name still holds the committed version; otherwise (edited or
+//	   deleted while down), and for a swap of an earlier batch, it is kept
+//	   as ".displaced-<name>-<batch>.<random>", never deleted (adoptSwaps).
 //	W4 after the renames, before the directory fsync: a power loss may undo
 //	   renames; the document is back at "prev" and W3 redoes it.
 //	W5 before or while writing versions.json: recovery rewrites it (or, if
