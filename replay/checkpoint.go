@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path"
 	"slices"
@@ -70,7 +71,8 @@ func newCheckpoint(m *machine, batch uint64) *checkpoint {
 }
 
 // restore builds a machine from a checkpoint, with documents parsed from
-// their snapshots.
+// their snapshots and every retry window as saved. retain is the window
+// the machine keeps from its next result on.
 func (cp *checkpoint) restore(retain int) (*machine, error) {
 	m := newMachine(retain)
 	m.commit = cp.Commit
@@ -88,8 +90,12 @@ func (cp *checkpoint) restore(retain int) (*machine, error) {
 	for name, ca := range cp.Agents {
 		a := m.agent(name)
 		a.cur, a.res = ca.Cursor, ca.Results
+		// The window exactly as it was held, not trimmed to retain: a
+		// watcher started with a lower --retain-results holds its longer
+		// windows until each agent's next result, and so does the machine
+		// restored from its checkpoint.
 		for _, k := range ca.Retained {
-			a.win.keep(k, retain)
+			a.win.keep(k, math.MaxInt)
 		}
 	}
 	return m, nil

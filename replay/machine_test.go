@@ -153,9 +153,17 @@ func TestMachine_CheckpointProperty(t *testing.T) {
 		replica, _ := roundTrip(t, live, 0)
 		base, _ := roundTrip(t, live, 0) // last checkpoint, for the fold
 		var since []entry                // entries decided after base
+		var sinceRetain []int            // the window each was decided with
 		seqs := map[string]uint64{}
 		var trace []string
 		for step := range steps {
+			if rng.IntN(24) == 0 && live.retain > 1 {
+				// A restart with a lower --retain-results: windows are
+				// held as they are until each agent's next result.
+				live.retain = 1 + rng.IntN(live.retain-1)
+				replica.retain = live.retain
+				trace = append(trace, fmt.Sprintf("retain %d", live.retain))
+			}
 			agent := []string{"a", "b"}[rng.IntN(2)]
 			line := randomLine(rng, agent, seqs)
 			trace = append(trace, agent+" "+line)
@@ -164,7 +172,7 @@ func TestMachine_CheckpointProperty(t *testing.T) {
 			if got != want {
 				t.Fatalf("seed %d step %d: live decides %s, restored %s\ntrace:\n%s", seed, step, got, want, strings.Join(trace, "\n"))
 			}
-			since = append(since, e)
+			since, sinceRetain = append(since, e), append(sinceRetain, live.retain)
 			if rng.IntN(8) == 0 {
 				var a, b []byte
 				replica, a = roundTrip(t, replica, uint64(step))
@@ -172,22 +180,22 @@ func TestMachine_CheckpointProperty(t *testing.T) {
 				if !bytes.Equal(a, b) {
 					t.Fatalf("seed %d step %d: checkpoints differ:\nlive     %s\nrestored %s\ntrace:\n%s", seed, step, b, a, strings.Join(trace, "\n"))
 				}
-				checkFold(t, base, since, live, retain)
-				base, since = replica, nil
+				checkFold(t, base, since, sinceRetain, live)
+				base, since, sinceRetain = replica, nil, nil
 				base, _ = roundTrip(t, base, uint64(step))
 			}
 		}
-		checkFold(t, base, since, live, retain)
+		checkFold(t, base, since, sinceRetain, live)
 	}
 }
 
 // checkFold folds entries into a copy of base, as recovery does with the
 // commit log, and checks that every retry window comes out as live's.
-func checkFold(t *testing.T, base *machine, entries []entry, live *machine, retain int) {
+func checkFold(t *testing.T, base *machine, entries []entry, retain []int, live *machine) {
 	t.Helper()
 	m, _ := roundTrip(t, base, 0)
-	for _, e := range entries {
-		rec := &commitRecord{Commit: e.Result.Commit, Retain: retain, Entries: []entry{e}}
+	for i, e := range entries {
+		rec := &commitRecord{Commit: e.Result.Commit, Retain: retain[i], Entries: []entry{e}}
 		if err := m.fold(rec); err != nil {
 			t.Fatal(err)
 		}
@@ -355,4 +363,32 @@ func TestCheckpoint_Format(t *testing.T) {
 			t.Fatalf("readCheckpoint of format 3: %v, want refused naming the format", err)
 		}
 	})
+}
+
+func TestCheckpoint_LoweredRetainRestoresWindowAsHeld(t *testing.T) {
+	// A watcher restarted with a lower --retain-results holds its windows
+	// as they were until each agent's next result; its checkpoint saves
+	// them so, and the machine restored from it must hold (and answer)
+	// the same.
+	live := newMachine(4)
+	for i := 1; i <= 4; i++ {
+		decideLine(live, "a", fmt.Sprintf(`{"seq":%d,"file":"c.json","id":"j%d","merge":{"n":%d}}`, i, i, i))
+	}
+	live.retain = 2 // the restart's lower window
+	restored, _ := roundTrip(t, live, 1)
+	if got, want := len(restored.agent("a").win.entries()), len(live.agent("a").win.entries()); got != want {
+		t.Fatalf("restored window holds %d entries, live %d", got, want)
+	}
+	retry := `{"seq":1,"file":"c.json","id":"j1","merge":{"n":1}}`
+	_, gotLive := decideLine(live, "a", retry)
+	_, gotRestored := decideLine(restored, "a", retry)
+	if gotLive != gotRestored {
+		t.Fatalf("retry answered\nlive     %s\nrestored %s", gotLive, gotRestored)
+	}
+	// Both trim at the agent's next result.
+	decideLine(live, "a", `{"seq":5,"file":"c.json","merge":{"n":5}}`)
+	decideLine(restored, "a", `{"seq":5,"file":"c.json","merge":{"n":5}}`)
+	if got, want := restored.agent("a").win.entries(), live.agent("a").win.entries(); !slices.Equal(got, want) || len(got) != 2 {
+		t.Fatalf("after the next result: restored %v, live %v (want 2 entries)", got, want)
+	}
 }
