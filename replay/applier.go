@@ -504,6 +504,7 @@ func (a *Applier) commit(entries []entry, moved map[string]cursor, prevSeg map[s
 		MaxDocSize: m.maxDocSize,
 		MaxDepth:   m.maxDepth,
 		Forget:     a.forgetB,
+		Engine:     engineVersion,
 	}
 	a.forgetB = nil
 	// Documents: encode each changed one once for the whole batch.

@@ -52,7 +52,19 @@ type commitRecord struct {
 	// Forget lists the agents forgotten after the entries (forget.go):
 	// from this batch on, their names start afresh.
 	Forget map[string]forgetRecord `json:"forget,omitempty"`
+	// Engine is the version of the rules the batch was decided by
+	// (engineVersion; absent: 1, the engine before it was recorded).
+	// replay --verify decides again only a batch of this engine; one of
+	// another engine is followed as logged (followRecord).
+	Engine int `json:"engine,omitempty"`
 }
+
+// engineVersion is the version of the rules by which the machine decides:
+// what is applied, rejected or a retry, and every error text. It is bumped
+// whenever any decision or error text changes, so that a commit log never
+// gets re-decided by rules it was not decided with. 1 is the released
+// engine whose records carry no "engine" field.
+const engineVersion = 2
 
 // entry is one processed journal line.
 type entry struct {

@@ -188,6 +188,11 @@ type Doc struct {
 	// limit, which also bounds what ParseDoc reads).
 	MaxDepth int
 
+	// followLog lifts the copy bound: the document replays intents a
+	// commit log says were applied, perhaps by an engine with another
+	// bound, and the logged hash checks the outcome.
+	followLog bool
+
 	// size is the document's exact size as written, when sized is set. It
 	// is computed once, when a limit first needs it, then kept up to date
 	// by each change.
@@ -281,6 +286,9 @@ func (d *Doc) depthLimit() int {
 
 // copyLimit returns the bytes the copy ops of one patch may copy.
 func (d *Doc) copyLimit() int64 {
+	if d.followLog {
+		return math.MaxInt64
+	}
 	if d.MaxSize > 0 {
 		return min(d.MaxSize, MaxCopyBytes)
 	}

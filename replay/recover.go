@@ -278,7 +278,10 @@ type redone struct {
 }
 
 // redo applies the applied intents of rec for one document to the bytes the
-// document had before the batch.
+// document had before the batch. It follows the log and decides nothing, so
+// a record of any engine (commitRecord.Engine) is redone alike: the copy
+// bound, which another engine drew elsewhere, is lifted (limits only ever
+// reject), and the caller checks the outcome against the logged hash.
 func redo(rec *commitRecord, name string, before []byte, exists bool) (redone, error) {
 	doc := &Doc{}
 	if exists {
@@ -287,6 +290,7 @@ func redo(rec *commitRecord, name string, before []byte, exists bool) (redone, e
 			return redone{}, fmt.Errorf("%w: %s before batch %d: %w", ErrDiverged, name, rec.Batch, err)
 		}
 	}
+	doc.followLog = true
 	for _, e := range rec.Entries {
 		if e.Result.File != name || e.Result.Status != journal.StatusApplied || e.Result.Retry {
 			continue
