@@ -128,6 +128,8 @@ func TestDoc_Size(t *testing.T) {
 		`[{"op":"move","from":"/0","path":"/1/k"}]`,
 		`[{"op":"copy","from":"/a","path":"/a/0"}]`,
 		`[{"op":"copy","from":"","path":"/0/0"}]`,
+		`[{"op":"copy","from":"/c","path":"/a"}]`,
+		`[{"op":"copy","from":"/a","path":"/c"}]`,
 		`[{"op":"inc","path":"/i","value":5},{"op":"inc","path":"/i","value":99995}]`,
 		`[{"op":"remove","path":"/a/1/b"},{"op":"remove","path":"/a/0"},{"op":"remove","path":"/a/0"}]`,
 	}

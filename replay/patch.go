@@ -766,10 +766,20 @@ func (d *Doc) applyOp(op *Op) *opError {
 		if d.copied += n; d.copied > d.copyLimit() {
 			return &opError{code: CodeTooMuchCopy, msg: fmt.Sprintf("the copy ops of the patch would copy more than %d bytes (as written), the limit", d.copyLimit())}
 		}
-		if d.sized && d.MaxSize > 0 && len(op.path) > 0 && d.size+n > d.MaxSize {
-			e := tooLarge(d.size+n, d.MaxSize)
-			e.msg = strings.Replace(e.msg, "would be ", "would be at least ", 1) // n is the value alone
-			return e
+		if d.sized && d.MaxSize > 0 && len(op.path) > 0 {
+			// A copy onto an existing member replaces it: the document grows
+			// by exactly n less the old value, as setMember counts. Elsewhere
+			// it grows by at least n (the value alone, without its key or
+			// separators).
+			if old, ok := d.member(op.path); ok {
+				if delta := n - encSize(old, len(op.path)); delta > 0 && d.size+delta > d.MaxSize {
+					return tooLarge(d.size+delta, d.MaxSize)
+				}
+			} else if d.size+n > d.MaxSize {
+				e := tooLarge(d.size+n, d.MaxSize)
+				e.msg = strings.Replace(e.msg, "would be ", "would be at least ", 1)
+				return e
+			}
 		}
 		return d.add(op.path, deepCopy(v), n)
 	case opTest:
@@ -799,6 +809,21 @@ func (d *Doc) get(toks []string) (value, *opError) {
 		}
 	}
 	return v, nil
+}
+
+// member returns the existing object member at toks, which has at least
+// one token. It reports false if toks is not a member of an object (an
+// array element, or a path that does not resolve).
+func (d *Doc) member(toks []string) (value, bool) {
+	p, e := d.parent(toks)
+	if e != nil || p.kind != kindObject {
+		return value{}, false
+	}
+	i, found := p.obj.find(toks[len(toks)-1])
+	if !found {
+		return value{}, false
+	}
+	return p.obj.members[i].val, true
 }
 
 // child returns the member or element tok of v.

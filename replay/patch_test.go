@@ -231,7 +231,6 @@ func TestDoc_Apply(t *testing.T) {
 			{name: "Member", doc: `{"a":{"b":[1]}}`, patch: `[{"op":"copy","from":"/a","path":"/c"}]`, want: `{"a":{"b":[1]},"c":{"b":[1]}}`},
 			{name: "IsDeep", doc: `{"a":{"b":[1]}}`, patch: `[{"op":"copy","from":"/a","path":"/c"},{"op":"add","path":"/c/b/-","value":2},{"op":"replace","path":"/a/b/0","value":0}]`, want: `{"a":{"b":[0]},"c":{"b":[1,2]}}`},
 			{name: "IntoOwnChild", doc: `{"a":{"b":1}}`, patch: `[{"op":"copy","from":"/a","path":"/a/c"}]`, want: `{"a":{"b":1,"c":{"b":1}}}`},
-			{name: "Root", doc: `{"a":1}`, patch: `[{"op":"copy","from":"","path":"/b"}]`, want: `{"a":1,"b":{"a":1}}`},
 			{name: "ArrayElement", doc: `[1,2]`, patch: `[{"op":"copy","from":"/0","path":"/-"}]`, want: `[1,2,1]`},
 			{name: "MissingFrom", doc: `{"a":1}`, patch: `[{"op":"copy","from":"/b","path":"/c"}]`, wantErr: ErrInvalidPatch, wantMsg: "op 0 (copy /c from /b): path not found"},
 		})
@@ -519,6 +518,53 @@ func TestDoc_Apply_CopyLimit(t *testing.T) {
 		t.Fatalf("Apply of 40 doublings=%v, want ErrInvalidPatch: copies more than", err)
 	}
 	assertDoc(t, d, `{"a":1}`)
+}
+
+// TestDoc_Apply_CopyOverMember checks the size check of a copy onto an
+// existing member, which replaces it: a copy whose result fits MaxSize is
+// applied (as the same change by replace is), and one whose result does not
+// fit is rejected with the size the document would really have.
+func TestDoc_Apply_CopyOverMember(t *testing.T) {
+	s := strings.Repeat("x", 400)
+	doc := `{"a":"` + s + `","b":"` + strings.Repeat("y", 400) + `","c":""}`
+	limit := int64(len(doc)) + 10
+	apply := func(t *testing.T, patch string, limit int64) (*Doc, error) {
+		t.Helper()
+		d := MustParseDoc(t, doc)
+		d.MaxSize = limit
+		return d, d.Apply(MustDecodePatch(t, patch))
+	}
+	for _, p := range []string{
+		`[{"op":"copy","from":"/a","path":"/b"}]`,
+		`[{"op":"replace","path":"/b","value":"` + s + `"}]`,
+		`[{"op":"copy","from":"/c","path":"/a"}]`, // shrinks
+	} {
+		d, err := apply(t, p, limit)
+		if err != nil {
+			t.Fatalf("%s on a %d-byte document with MaxSize %d: %v, want applied", p, len(doc), limit, err)
+		}
+		if got, want := d.Size(), int64(len(d.AppendJSON(nil))); got != want {
+			t.Fatalf("%s: Size()=%d, want %d", p, got, want)
+		}
+	}
+	// Too large: the message gives the size the result would have.
+	for _, p := range []string{`[{"op":"copy","from":"/a","path":"/c"}]`} {
+		whole, err := apply(t, p, 0)
+		if err != nil {
+			t.Fatalf("%s without a limit: %v", p, err)
+		}
+		_, err = apply(t, p, limit)
+		want := fmt.Sprintf("the document would be %d bytes as written, over the limit of %d bytes", whole.Size(), limit)
+		if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s with MaxSize %d: %v, want ErrLimit: %s", p, limit, err, want)
+		}
+	}
+	// A copy to a new member is checked before the copy is made, with the
+	// value alone as a lower bound.
+	_, err := apply(t, `[{"op":"copy","from":"/a","path":"/new"}]`, limit)
+	if want := "the document would be at least "; !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("copy to a new member with MaxSize %d: %v, want ErrLimit: %s", limit, err, want)
+	}
 }
 
 func TestDoc_Clone(t *testing.T) {
