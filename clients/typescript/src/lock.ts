@@ -42,17 +42,56 @@ const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 export async function tryLock(folder: string): Promise<WriterLock> {
   const lockPath = path.join(folder, LOCK_NAME);
   const fh = await fsp.open(lockPath, fsc.O_RDONLY | fsc.O_CREAT, 0o664);
-  const addr = await writerAddress(folder);
-  if (isBun) {
-    try {
-      return await bunLock(fh.fd, addr, fh);
-    } catch (err) {
-      await fh.close();
-      throw err;
-    }
+  let held = false;
+  try {
+    const addr = await writerAddress(folder);
+    if (!isBun) return await nodeLock(addr);
+    const lock = await bunLock(fh.fd, addr, fh);
+    held = true;
+    return lock;
+  } finally {
+    if (!held) await fh.close();
   }
-  await fh.close();
-  return nodeLock(addr);
+}
+
+/**
+ * Reports whether a socket of this network namespace is bound to the
+ * abstract name addr: /proc/net/unix lists it last on its line, with "@"
+ * for each NUL byte. False if the table cannot be read.
+ */
+export async function nameBound(addr: string): Promise<boolean> {
+  const shown = " " + addr.replace(/\0/g, "@");
+  let table: string;
+  try {
+    table = await fsp.readFile("/proc/net/unix", "utf8");
+  } catch {
+    return false;
+  }
+  return table.split("\n").some((line) => line.endsWith(shown));
+}
+
+/**
+ * Reports whether a flock lock is held on the file fh: /proc/locks lists
+ * it as "FLOCK ... PID MAJ:MIN:INODE" (major and minor in hex). False if
+ * the table cannot be read.
+ */
+export async function flockHeld(fh: fsp.FileHandle): Promise<boolean> {
+  const st = await fh.stat({ bigint: true });
+  const major = ((st.dev >> 8n) & 0xfffn) | ((st.dev >> 32n) & ~0xfffn);
+  const minor = (st.dev & 0xffn) | ((st.dev >> 12n) & ~0xffn);
+  const hex = (n: bigint) => n.toString(16).padStart(2, "0");
+  const id = `${hex(major)}:${hex(minor)}:${st.ino}`;
+  let table: string;
+  try {
+    table = await fsp.readFile("/proc/locks", "utf8");
+  } catch {
+    return false;
+  }
+  return table.split("\n").some((line) => {
+    const f = line.trim().split(/\s+/);
+    const i = f.indexOf("FLOCK");
+    return i >= 0 && f[i + 4] === id;
+  });
 }
 
 function nodeLock(addr: string): Promise<WriterLock> {
@@ -112,10 +151,13 @@ async function bunLock(lockFd: number, addr: string, lockHandle: fsp.FileHandle)
   for (let i = 0; i < addr.length; i++) sa[2 + i] = addr.charCodeAt(i);
   const fd = c.symbols.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw new Error(`stateward: socket: errno ${errno()}`);
+  // errno is read by a second FFI call, after the runtime may have run
+  // code of its own that changed it: a failure is also taken as Busy when
+  // the lock is seen held (the name bound, the flock listed).
   if (c.symbols.bind(fd, c.ptr(sa), sa.length) !== 0) {
     const e = errno();
     c.symbols.close(fd);
-    if (e === EADDRINUSE) throw new Busy();
+    if (e === EADDRINUSE || (await nameBound(addr))) throw new Busy();
     throw new Error(`stateward: bind writer socket: errno ${e}`);
   }
   if (c.symbols.listen(fd, 1) !== 0) {
@@ -123,13 +165,12 @@ async function bunLock(lockFd: number, addr: string, lockHandle: fsp.FileHandle)
     c.symbols.close(fd);
     throw new Error(`stateward: listen on writer socket: errno ${e}`);
   }
-  let r: number;
-  do r = c.symbols.flock(lockFd, LOCK_EX | LOCK_NB);
-  while (r !== 0 && errno() === EINTR);
+  let r = c.symbols.flock(lockFd, LOCK_EX | LOCK_NB);
+  for (let i = 0; r !== 0 && i < 100 && errno() === EINTR; i++) r = c.symbols.flock(lockFd, LOCK_EX | LOCK_NB);
   if (r !== 0) {
     const e = errno();
     c.symbols.close(fd);
-    if (e === EWOULDBLOCK) throw new Busy();
+    if (e === EWOULDBLOCK || (await flockHeld(lockHandle))) throw new Busy();
     throw new Error(`stateward: flock ${LOCK_NAME}: errno ${e}`);
   }
   return {

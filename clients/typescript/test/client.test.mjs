@@ -12,6 +12,7 @@ import {
   RejectedError,
   BadRecordError,
 } from "../dist/index.js";
+import { nameBound, flockHeld } from "../dist/lock.js";
 import {
   test,
   assert,
@@ -69,6 +70,30 @@ test("the writer socket name fills sun_path, as Go's journal.WriterAddress", asy
   const st = fs.statSync(folder, { bigint: true });
   assert(addr.startsWith(`\0stateward-writer/${st.dev}/${st.ino}\0`), `name ${JSON.stringify(addr.replace(/\0+$/, ""))}`);
   assert(fs.existsSync(path.join(folder, ".lock")), ".lock created");
+});
+
+// Under Bun a failed bind or flock is told Busy also by these, since errno
+// read by a second FFI call may have changed in between.
+test("a held writer lock is seen in /proc: the bound name (nameBound), the flock (flockHeld)", async (t) => {
+  const dir = tmpDir(t);
+  const a = await open({ dir, agent: "a" });
+  const folder = path.join(dir, "journal", "a");
+  const addr = await writerAddress(folder);
+  assert(await nameBound(addr), "the name of an open writer is not seen bound");
+  await a.close();
+  assert(!(await nameBound(addr)), "the name is seen bound after close");
+  const lockPath = path.join(folder, ".lock");
+  const fh = await fs.promises.open(lockPath, "r");
+  t.cleanup(() => fh.close());
+  assert(!(await flockHeld(fh)), "a flock is seen with no holder");
+  let locked;
+  const lockedP = new Promise((res) => (locked = res));
+  const holder = runProcess("flock", ["-x", lockPath, "-c", "echo locked; cat"], { ctx: t, onLine: (l) => l === "locked" && locked() });
+  await lockedP;
+  assert(await flockHeld(fh), "the flock held by flock(1) is not seen");
+  holder.proc.stdin.end();
+  await holder;
+  assert(!(await flockHeld(fh)), "a flock is seen after flock(1) exited");
 });
 
 test("one writer per agent in one process; close releases it; other agents free", async (t) => {
