@@ -277,11 +277,41 @@ func TestServer_Metrics(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The document's version comes from versions.json, written before the
+	// results; the counters and histograms are updated by Server.Batch after
+	// the commit, and batches_total before its histograms: wait for all of
+	// them (a count that never comes fails at the deadline, with the last
+	// value seen).
+	batchHists := []string{"stateward_batch_intents", "stateward_batch_duration_seconds", "stateward_batch_written_bytes", "stateward_fsync_duration_seconds"}
 	var after map[string]*dto.MetricFamily
-	waitFor(t, "document metrics", func() string {
+	waitFor(t, "document and batch metrics", func() string {
 		after = r.scrape(t)
 		if v, _ := value(after, "stateward_document_version", "document", "metrics.json"); v != 2 {
 			return fmt.Sprintf("metrics.json version %v", v)
+		}
+		for _, c := range []struct {
+			name   string
+			labels []string
+			want   float64
+		}{
+			{"stateward_commits_total", nil, 6},
+			{"stateward_intents_total", []string{"status", "applied"}, 4},
+			{"stateward_intents_total", []string{"status", "conflict"}, 1},
+			{"stateward_intents_total", []string{"status", "rejected"}, 1},
+			{"stateward_intent_retries_total", nil, 1},
+		} {
+			if got, _ := value(after, c.name, c.labels...); got != c.want {
+				return fmt.Sprintf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+			}
+		}
+		batches, _ := value(after, "stateward_batches_total")
+		if batches < 1 {
+			return fmt.Sprintf("stateward_batches_total = %v, want >= 1", batches)
+		}
+		for _, h := range batchHists {
+			if n, _ := value(after, h); n != batches {
+				return fmt.Sprintf("%s has %v samples, want one per batch (%v)", h, n, batches)
+			}
 		}
 		return ""
 	})
@@ -311,7 +341,7 @@ func TestServer_Metrics(t *testing.T) {
 	if batches < 1 {
 		t.Errorf("stateward_batches_total = %v, want >= 1", batches)
 	}
-	for _, h := range []string{"stateward_batch_intents", "stateward_batch_duration_seconds", "stateward_batch_written_bytes", "stateward_fsync_duration_seconds"} {
+	for _, h := range batchHists {
 		if n, ok := value(after, h); !ok || n != batches {
 			t.Errorf("%s has %v samples (present %v), want one per batch (%v)", h, n, ok, batches)
 		}
