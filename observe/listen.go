@@ -33,7 +33,10 @@ func CheckAddr(addr string, allowRemote bool) error {
 	return fmt.Errorf("%w: %s (%s)", ErrNotLoopback, addr, host)
 }
 
-// Listen checks addr (CheckAddr) and listens on it.
+// Listen checks addr (CheckAddr) and listens on it. Unless allowRemote,
+// it also checks the address it listens on (the resolver turned
+// "localhost" into it): a listener that is not on the loopback is closed
+// and ErrNotLoopback returned.
 func Listen(addr string, allowRemote bool) (net.Listener, error) {
 	if err := CheckAddr(addr, allowRemote); err != nil {
 		return nil, err
@@ -42,7 +45,23 @@ func Listen(addr string, allowRemote bool) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("observe: listen: %w", err)
 	}
+	if err := checkListener(l.Addr(), allowRemote); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("%w (%s)", err, addr)
+	}
 	return l, nil
+}
+
+// checkListener returns ErrNotLoopback for a listening address that is not
+// a loopback IP address, unless allowRemote.
+func checkListener(a net.Addr, allowRemote bool) error {
+	if allowRemote {
+		return nil
+	}
+	if ta, ok := a.(*net.TCPAddr); ok && ta.IP.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%w: listening on %s", ErrNotLoopback, a)
 }
 
 // isLoopback reports whether host (without a port) is a loopback IP address

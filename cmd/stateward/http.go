@@ -15,6 +15,27 @@ import (
 // requests in progress to finish.
 const httpShutdown = 2 * time.Second
 
+// The HTTP server's timeouts. No endpoint streams: each answers one page or
+// one JSON body, so a write bound also bounds a client that stops reading.
+const (
+	httpReadHeaderTimeout = 10 * time.Second
+	httpReadTimeout       = 30 * time.Second
+	httpWriteTimeout      = 60 * time.Second // /api/status hashes every document
+	httpIdleTimeout       = 60 * time.Second
+)
+
+// newHTTPServer returns the server of watch --http for h, with its timeouts.
+func newHTTPServer(h http.Handler, logger hclog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: httpReadHeaderTimeout,
+		ReadTimeout:       httpReadTimeout,
+		WriteTimeout:      httpWriteTimeout,
+		IdleTimeout:       httpIdleTimeout,
+		ErrorLog:          logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+}
+
 // startHTTP starts the read-only HTTP server of watch --http on addr (none
 // if addr is empty), before recovery, so that /healthz answers 503 while
 // recovery runs. stop marks the watcher as stopping and shuts the server
@@ -30,11 +51,7 @@ func startHTTP(addr string, allowRemote bool, dir string, logger hclog.Logger) (
 	}
 	s = observe.New(dir, logger)
 	s.AllowRemote = allowRemote
-	srv := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
-	}
+	srv := newHTTPServer(s.Handler(), logger)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

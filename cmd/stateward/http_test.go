@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 var httpAddrRE = regexp.MustCompile(`addr=http://([0-9.:\[\]]+)/`)
@@ -113,4 +115,24 @@ func TestWatch_HTTPAllowRemote(t *testing.T) {
 		code, _ := httpGet("http://127.0.0.1:" + m[1] + "/healthz")
 		return code == http.StatusOK
 	})
+}
+
+// TestHTTPServer_Timeouts checks that the server of watch --http bounds
+// every phase of a connection: a client that sends its header slowly,
+// stops reading an answer, or keeps an idle connection open is cut off.
+func TestHTTPServer_Timeouts(t *testing.T) {
+	srv := newHTTPServer(http.NotFoundHandler(), hclog.NewNullLogger())
+	for _, c := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"ReadHeaderTimeout", srv.ReadHeaderTimeout},
+		{"ReadTimeout", srv.ReadTimeout},
+		{"WriteTimeout", srv.WriteTimeout},
+		{"IdleTimeout", srv.IdleTimeout},
+	} {
+		if c.d <= 0 || c.d > 5*time.Minute {
+			t.Errorf("%s = %v, want set, at most 5m", c.name, c.d)
+		}
+	}
 }
