@@ -153,6 +153,51 @@ func copyModule(tb testing.TB, root, dst string) {
 	}
 }
 
+// walkthroughMissing ends TestREADME_Walkthrough when a tool the README's
+// commands need is missing. Under CI=true that is a failure: CI must run
+// the walkthrough. Elsewhere the test is skipped, and says so on standard
+// error as well as in its skip message, so that it does not pass silently.
+func walkthroughMissing(tb testing.TB, tool string) {
+	tb.Helper()
+	msg := fmt.Sprintf("%s not found in PATH, so %s DID NOT RUN: the README's commands need bash, go, jq and sed", tool, tb.Name())
+	if os.Getenv("CI") == "true" {
+		tb.Fatal(msg)
+	}
+	fmt.Fprintf(os.Stderr, "\n*** WARNING: %s ***\n\n", msg)
+	tb.Skip(msg)
+}
+
+// TestREADME_WalkthroughMissingTool runs TestREADME_Walkthrough in a child
+// process with an empty PATH: under CI=true it must fail, elsewhere it must
+// say on standard error that it did not run.
+func TestREADME_WalkthroughMissingTool(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		ci     string
+		wantOK bool
+	}{
+		{name: "CI", ci: "true", wantOK: false},
+		{name: "Local", ci: "", wantOK: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run", "^TestREADME_Walkthrough$", "-test.v")
+			for _, kv := range os.Environ() {
+				if !strings.HasPrefix(kv, "PATH=") && !strings.HasPrefix(kv, "CI=") && !strings.HasPrefix(kv, childEnv+"=") {
+					cmd.Env = append(cmd.Env, kv)
+				}
+			}
+			cmd.Env = append(cmd.Env, "PATH="+t.TempDir(), "CI="+tc.ci)
+			out, err := cmd.CombinedOutput()
+			if got := err == nil; got != tc.wantOK {
+				t.Fatalf("CI=%q: child succeeded=%v, want %v; output:\n%s", tc.ci, got, tc.wantOK, out)
+			}
+			if !bytes.Contains(out, []byte("DID NOT RUN")) {
+				t.Fatalf("CI=%q: output does not say the walkthrough did not run:\n%s", tc.ci, out)
+			}
+		})
+	}
+}
+
 // TestREADME_Walkthrough runs every command block of README.md as written,
 // in order, in one shell, in a fresh copy of the module with a fresh
 // temporary folder, and checks each command's exit code and the lines the
@@ -161,7 +206,7 @@ func copyModule(tb testing.TB, root, dst string) {
 func TestREADME_Walkthrough(t *testing.T) {
 	for _, tool := range []string{"bash", "go", "jq", "sed"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("the README's commands need %s", tool)
+			walkthroughMissing(t, tool)
 		}
 	}
 	root, err := filepath.Abs(filepath.Join("..", ".."))
