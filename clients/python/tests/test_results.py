@@ -103,6 +103,44 @@ def test_bad_seq(tmp_path: Path, notify: bool) -> None:
                 a.wait(seq, timeout=0)  # type: ignore[arg-type]
 
 
+def test_inotify_waits_on_a_descriptor_above_1024(tmp_path: Path) -> None:
+    """The inotify descriptor of a process with many files open is above
+    1024 (FD_SETSIZE), where select.select raises ValueError: waiting on it
+    must still time out and still wake on an event."""
+    import resource
+
+    from stateward._inotify import open_inotify
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:
+        if hard != resource.RLIM_INFINITY and hard < 2048:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below 2048")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+    ino = open_inotify()
+    assert ino is not None, "no inotify on this machine"
+    try:
+        high = 1500
+        while True:
+            try:
+                os.fstat(high)
+                high += 1
+            except OSError:
+                break
+        os.dup2(ino.fd, high, inheritable=False)
+        os.close(ino.fd)
+        ino.fd = high
+        assert ino.add(str(tmp_path))
+        ino.wait(0.01)  # nothing yet: times out
+        threading.Timer(0.05, (tmp_path / "x").write_bytes, (b"1",)).start()
+        start = time.monotonic()
+        ino.wait(10)
+        assert time.monotonic() - start < 5, "not woken by inotify"
+    finally:
+        ino.close()
+        if soft < 2048:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_inotify_wakes_the_waiter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With inotify the waiter sleeps until the watcher writes: with the
     safety poll pushed out of reach, only an event can wake it in time,

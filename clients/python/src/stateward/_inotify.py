@@ -51,8 +51,11 @@ class Inotify:
     def wait(self, timeout: float) -> None:
         """Return when an event came (draining the queue), or after timeout
         seconds."""
-        r, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
-        if r:
+        # poll, not select: select cannot wait on a descriptor >= 1024
+        # (FD_SETSIZE), which a process with many files open gets.
+        p = select.poll()
+        p.register(self.fd, select.POLLIN)
+        if p.poll(max(0.0, timeout) * 1000.0):
             try:
                 while os.read(self.fd, 1 << 16):
                     pass
