@@ -86,7 +86,10 @@ func (a *Applier) adoptionFor(name string, d *docState) (ad adoption, id fileID,
 	case err != nil:
 		ad.Broken = err.Error()
 	case !exists:
-		if d == nil || (!d.doc.Exists() && d.broken == "") {
+		// The committed hash says whether the document exists: after a
+		// restart, a document recovery found gone has no tree in memory,
+		// yet it existed, and its deletion is a change.
+		if d == nil || (d.hash == "" && !d.doc.Exists() && d.broken == "") {
 			return ad, id, false
 		}
 		ad.Version = d.version + 1
@@ -120,10 +123,13 @@ func (a *Applier) checkDocs() {
 	slices.Sort(names)
 	for _, name := range names {
 		id := a.statID(name)
-		if old, ok := a.ids[name]; ok && old == id {
+		d := a.m.docs[name]
+		// Unchanged since the watcher last looked; but a missing file
+		// (the zero identity) that the committed state says exists was
+		// deleted while the watcher was stopped, and is a change.
+		if old, ok := a.ids[name]; ok && old == id && (id != fileID{} || d.hash == "") {
 			continue
 		}
-		d := a.m.docs[name]
 		ad, _, changed := a.adoptionFor(name, d)
 		a.ids[name] = id // taken before the read: a later edit is seen next time
 		if !changed {
