@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,9 +22,7 @@ func editorScript(tb testing.TB, body string) string {
 }
 
 func TestEdit(t *testing.T) {
-	if _, err := exec.LookPath("sh"); err != nil {
-		t.Skip("no sh for the editor scripts")
-	}
+	needTools(t, "the editor scripts", "sh")
 	dir := t.TempDir()
 	startWatcher(t, dir)
 	submitResult(t, exitOK, "", "--dir", dir, "--agent", "setup", "--file", "doc.json", "--if-version", "0", `[{"op":"add","path":"","value":{"n":0}}]`)

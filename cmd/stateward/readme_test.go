@@ -153,18 +153,23 @@ func copyModule(tb testing.TB, root, dst string) {
 	}
 }
 
-// walkthroughMissing ends TestREADME_Walkthrough when a tool the README's
-// commands need is missing. Under CI=true that is a failure: CI must run
-// the walkthrough. Elsewhere the test is skipped, and says so on standard
-// error as well as in its skip message, so that it does not pass silently.
-func walkthroughMissing(tb testing.TB, tool string) {
+// needTools ends the test when a tool it needs (what, for the message) is
+// missing from PATH. Under CI=true that is a failure: CI must run every
+// test. Elsewhere the test is skipped, and says so on standard error as
+// well as in its skip message, so that it does not pass silently.
+func needTools(tb testing.TB, what string, tools ...string) {
 	tb.Helper()
-	msg := fmt.Sprintf("%s not found in PATH, so %s DID NOT RUN: the README's commands need bash, go, jq and sed", tool, tb.Name())
-	if os.Getenv("CI") == "true" {
-		tb.Fatal(msg)
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err == nil {
+			continue
+		}
+		msg := fmt.Sprintf("%s not found in PATH, so %s DID NOT RUN: %s need %s", tool, tb.Name(), what, strings.Join(tools, ", "))
+		if os.Getenv("CI") == "true" {
+			tb.Fatal(msg)
+		}
+		fmt.Fprintf(os.Stderr, "\n*** WARNING: %s ***\n\n", msg)
+		tb.Skip(msg)
 	}
-	fmt.Fprintf(os.Stderr, "\n*** WARNING: %s ***\n\n", msg)
-	tb.Skip(msg)
 }
 
 // TestREADME_WalkthroughMissingTool runs TestREADME_Walkthrough in a child
@@ -204,11 +209,7 @@ func TestREADME_WalkthroughMissingTool(t *testing.T) {
 // README shows it printing, byte for byte. The set-up block is checked,
 // not run.
 func TestREADME_Walkthrough(t *testing.T) {
-	for _, tool := range []string{"bash", "go", "jq", "sed"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			walkthroughMissing(t, tool)
-		}
-	}
+	needTools(t, "the README's commands", "bash", "go", "jq", "sed")
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)

@@ -1210,11 +1210,7 @@ echo "$t $c $won" >"$OUT"
 // runs every recipe with them from four agents' shells at once, with
 // "stateward" being this test binary.
 func TestRecipes_Shell(t *testing.T) {
-	for _, tool := range []string{"sh", "jq", "od", "tr"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("the shell recipes need %s: %v", tool, err)
-		}
-	}
+	needTools(t, "the shell recipes", "sh", "jq", "od", "tr")
 	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "recipes.md"))
 	if err != nil {
 		t.Fatal(err)

@@ -66,9 +66,7 @@ func docData(tb testing.TB, dir, file string) (string, uint64) {
 }
 
 func TestUpdate(t *testing.T) {
-	if _, err := exec.LookPath("sh"); err != nil {
-		t.Skip("no sh for the COMMANDs")
-	}
+	needTools(t, "the COMMANDs", "sh")
 	dir := t.TempDir()
 	startWatcher(t, dir)
 
@@ -273,9 +271,7 @@ func TestUpdate_Usage(t *testing.T) {
 // each a sequence of processes incrementing one counter with a shell
 // COMMAND: every increment lands once.
 func TestUpdate_Processes(t *testing.T) {
-	if _, err := exec.LookPath("sh"); err != nil {
-		t.Skip("no sh for the COMMANDs")
-	}
+	needTools(t, "the COMMANDs", "sh")
 	const agents, perAgent = 8, 3
 	dir := t.TempDir()
 	startWatcher(t, dir)
